@@ -1,0 +1,56 @@
+"""One exception hierarchy for everything ssmcompile raises on purpose.
+
+User-facing errors carry a one-line message; the CLI prints ``str(err)`` and exits non-zero,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SSMCompileError(Exception):
+    """Base class of every error ssmcompile raises deliberately."""
+
+
+class ShapeError(SSMCompileError, ValueError):
+    """Inputs have inconsistent or unsupported shapes."""
+
+
+class UnstableSystemError(SSMCompileError, ValueError):
+    """A system has a pole on or outside the unit circle (|λ| ≥ 1) or is not finite."""
+
+
+class RankError(SSMCompileError, ValueError):
+    """A requested rank / energy threshold / budget is out of range."""
+
+
+class ConditioningError(SSMCompileError, ArithmeticError):
+    """A transform needed by the rewrite is too ill-conditioned to be trusted."""
+
+
+class MatchError(SSMCompileError):
+    """A module could not be matched as a state-space block (the message says why)."""
+
+
+class PassError(SSMCompileError):
+    """A pass or pipeline string is unknown or misconfigured."""
+
+
+class VerificationError(SSMCompileError):
+    """A rewritten block breaks its certified error bound."""
+
+
+class CheckpointError(SSMCompileError):
+    """A checkpoint is missing, malformed, unsafe or from an unsupported format version."""
+
+
+__all__ = [
+    "SSMCompileError",
+    "ShapeError",
+    "UnstableSystemError",
+    "RankError",
+    "ConditioningError",
+    "MatchError",
+    "PassError",
+    "VerificationError",
+    "CheckpointError",
+]
