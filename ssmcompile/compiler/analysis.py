@@ -1,0 +1,88 @@
+"""Per-block building blocks the concrete passes share: analyse, rewrite, measure.
+
+They live in the core (not in ``passes/``) so that any pass — ours or a user's — analyses and
+rewrites blocks the same way, and so the rewrite can analyse on demand.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..numerics import energy_rank, hankel_singular_values, truncate
+from ..numerics.system import TruncationResult
+from .state import META_KEY, Block, BlockAnalysis, CompileState
+
+SUGGESTED_TAUS = (0.01, 0.02, 0.05, 0.1)
+
+
+def analyse_block(state: CompileState, block: Block) -> BlockAnalysis:
+    """Gramians → HSVs of one block of the *current* model; cached in ``state.analyses`` and in
+    the block's fx node meta."""
+    module = state.model.get_submodule(block.name)
+    system = block.adapter.read(module)
+    hsv = hankel_singular_values(system.A, system.B, system.C)
+    total = hsv.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    energy = (hsv.cumsum(dim=-1) / total).reshape(-1, hsv.shape[-1]).amin(dim=0)
+    suggested = tuple((tau, energy_rank(hsv, tau)) for tau in SUGGESTED_TAUS)
+    result = BlockAnalysis(block.name, block.kind, system.state_dim, hsv, energy, suggested,
+                           system)
+    state.analyses[block.name] = result
+    if block.node is not None:
+        block.node.meta[META_KEY] = result
+    return result
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """``model`` with the submodule ``name`` replaced ('' replaces the model itself)."""
+    if name == "":
+        return new
+    model.set_submodule(name, new)
+    return model
+
+
+def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationResult:
+    """Balanced-truncate one block of ``state.model`` (which the caller has already copied)."""
+    analysis = state.analyses.get(block.name) or analyse_block(state, block)
+    result = truncate(analysis.system, rank)
+    module = state.model.get_submodule(block.name)
+    new = block.adapter.rebuild(module, result.system)
+    state.model = replace_module(state.model, block.name, new)
+    state.rewrites[block.name] = result
+    return result
+
+
+def block_inputs(model: nn.Module, names: list[str], example_inputs: tuple
+                 ) -> dict[str, torch.Tensor]:
+    """The input each named block receives when ``model`` runs on ``example_inputs`` (on an
+    eval-mode copy, so the caller's model and its BatchNorm statistics stay untouched)."""
+    replica = copy.deepcopy(model).eval()
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name in names:
+        def hook(mod, args, name=name):
+            seen.setdefault(name, args[0].detach().clone())
+        hooks.append(replica.get_submodule(name).register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            replica(*example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor) -> float:
+    """max over the batch of ‖y − y_r‖₂ / ‖u‖₂ (norms over time and channels), in float64.
+
+    For a causal LTI block started at rest, this is bounded by ‖G − G_r‖∞ ≤ 2·Σ tail.
+    """
+    a = copy.deepcopy(original).double().eval()
+    b = copy.deepcopy(reduced).double().eval()
+    u = u.double()
+    with torch.no_grad():
+        err = (a(u) - b(u)).flatten(1).norm(dim=1)
+    scale = u.flatten(1).norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
+    return float((err / scale).max())

@@ -1,0 +1,121 @@
+"""The rank policy every rewrite shares: fixed rank, fixed fraction, energy τ, per-block
+overrides, or one global budget across blocks; then the paper's 95 % gate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import RankError
+from ..numerics import energy_rank, passes_gate
+from .state import BlockAnalysis, RankDecision
+
+
+@dataclass(frozen=True)
+class RankPolicy:
+    """Exactly one of ``rank``, ``fraction``, ``tau``, ``budget`` (or only ``overrides``).
+
+    - ``rank``: keep r states in every block (clipped to the block's size).
+    - ``fraction``: keep ⌈fraction·n⌉ states per block.
+    - ``tau``: the paper's energy rule per block: smallest r with Σ_{i≤r}σ / Σσ ≥ 1 − τ
+      (``squared=True`` uses σ²).
+    - ``budget``: keep this fraction of all states across blocks, chosen by one threshold on
+      HSVs normalised per block (σ / Σσ), as LAST compares layers.
+    - ``overrides``: block name → rank, applied last.
+    - ``gate``: a block is reduced only if r < gate·n (the paper's 0.95), unless overridden.
+    """
+
+    rank: int | None = None
+    fraction: float | None = None
+    tau: float | None = None
+    budget: float | None = None
+    squared: bool = False
+    overrides: Mapping[str, int] = field(default_factory=dict)
+    gate: float = 0.95
+
+    def __post_init__(self) -> None:
+        chosen = [k for k in ("rank", "fraction", "tau", "budget") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise RankError(f"choose one of rank, fraction, tau, budget (got {', '.join(chosen)})")
+        if not chosen and not self.overrides:
+            raise RankError("a rank policy needs rank, fraction, tau, budget or per-block ranks")
+        if self.rank is not None and self.rank < 1:
+            raise RankError(f"rank must be ≥ 1, got {self.rank}")
+        for key in ("fraction", "tau", "budget"):
+            v = getattr(self, key)
+            if v is not None and not (0.0 < v < 1.0 or (key != "tau" and v == 1.0)):
+                raise RankError(f"{key} must be in (0, 1), got {v}")
+        for name, r in self.overrides.items():
+            if r < 1:
+                raise RankError(f"rank for block {name!r} must be ≥ 1, got {r}")
+        if not 0.0 < self.gate <= 1.0:
+            raise RankError(f"gate must be in (0, 1], got {self.gate}")
+
+    def decide(self, analyses: list[BlockAnalysis]) -> dict[str, RankDecision]:
+        """One decision per analysed block (reduce or keep, with the reason)."""
+        unknown = set(self.overrides) - {a.name for a in analyses}
+        if unknown:
+            raise RankError(f"no block named {sorted(unknown)[0]!r}; blocks: "
+                            + ", ".join(a.name for a in analyses))
+        budget_ranks = _budget_ranks(analyses, self.budget) if self.budget is not None else {}
+        decisions = {}
+        for a in analyses:
+            n = a.state_dim
+            if a.name in self.overrides:
+                r, why = self.overrides[a.name], "per-block rank"
+                if r > n:
+                    raise RankError(f"rank {r} for block {a.name!r} exceeds its state dim {n}")
+                decisions[a.name] = RankDecision(a.name, n, r, r < n, why)
+                continue
+            if self.rank is not None:
+                r, why = min(self.rank, n), f"rank={self.rank}"
+            elif self.fraction is not None:
+                r, why = max(1, math.ceil(self.fraction * n)), f"fraction={self.fraction}"
+            elif self.tau is not None:
+                r = energy_rank(a.hsv, self.tau, squared=self.squared)
+                why = f"tau={self.tau}"
+            elif self.budget is not None:
+                r, why = budget_ranks[a.name], f"budget={self.budget}"
+            else:
+                decisions[a.name] = RankDecision(a.name, n, n, False, "no rule for this block")
+                continue
+            if r >= n:
+                decisions[a.name] = RankDecision(a.name, n, n, False, f"{why}: keeps all states")
+            elif not passes_gate(r, n, self.gate):
+                decisions[a.name] = RankDecision(
+                    a.name, n, n, False, f"{why}: r={r} is not below {self.gate:.0%} of n={n}")
+            else:
+                decisions[a.name] = RankDecision(a.name, n, r, True, why)
+        return decisions
+
+
+def _budget_ranks(analyses: list[BlockAnalysis], budget: float) -> dict[str, int]:
+    """Keep ⌈budget·Σn⌉ states in all: the largest normalised σ across blocks win.
+
+    Multi-SISO blocks (a batch of systems sharing one rank) score mode i by its largest
+    normalised σ over the batch, since a uniform rank must serve the neediest channel.
+    """
+    scores = []
+    for a in analyses:
+        h = a.hsv.double()
+        h = h / h.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        if h.ndim > 1:
+            h = h.reshape(-1, h.shape[-1]).amax(dim=0)
+        scores += [(float(s), a.name) for s in h]
+    total = sum(a.state_dim for a in analyses)
+    keep = max(len(analyses), math.ceil(budget * total))
+    ranks = {a.name: 1 for a in analyses}  # every block keeps at least one state
+    remaining = keep - len(analyses)
+    first_taken = set()
+    for _, name in sorted(scores, key=lambda t: -t[0]):
+        if name not in first_taken:
+            first_taken.add(name)  # its leading mode is already counted in the minimum of 1
+            continue
+        if remaining <= 0:
+            break
+        ranks[name] += 1
+        remaining -= 1
+    return ranks

@@ -1,0 +1,111 @@
+"""The report a pipeline produces: a readable table and a stable JSON shape."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .state import CompileState
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """One block in the report. ``hsv`` is descending (flattened for multi-SISO blocks)."""
+
+    name: str
+    kind: str
+    rule: str
+    state_dim: int
+    rank: int
+    reduced: bool
+    reason: str
+    energy_kept: float | None
+    bound: float | None
+    measured_error: float | None
+    hinf_error: float | None
+    feeds: tuple[str, ...]
+    hsv: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    capture: str
+    pipeline: str
+    modified: bool
+    blocks: tuple[BlockRow, ...]
+    failures: tuple[tuple[str, str, str], ...] = ()
+    output_error: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        """Plain JSON types (lists, not tuples): the shape ``to_json`` writes."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def explain(self) -> str:
+        """Why candidates did not match (the CLI's ``--explain``)."""
+        if not self.failures:
+            return "every candidate matched"
+        return "\n".join(f"{name}: [{rule}] {reason}" for name, rule, reason in self.failures)
+
+    def __str__(self) -> str:
+        head = ("block", "kind", "n → r", "energy kept", "bound", "measured", "note")
+        rows = [head]
+        for b in self.blocks:
+            rows.append((
+                b.name or "<model>", b.kind, f"{b.state_dim} → {b.rank}",
+                _fmt_pct(b.energy_kept), _fmt(b.bound), _fmt(b.measured_error),
+                "" if b.reduced else b.reason,
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        out = [f"pipeline: {self.pipeline or '(none)'}   modified: {self.modified}",
+               f"capture: {self.capture}", *lines]
+        if self.output_error is not None:
+            out.append(f"model output max abs error: {self.output_error:.3e}")
+        if self.failures:
+            out.append(f"{len(self.failures)} candidate(s) not matched (see explain())")
+        out += list(self.notes)
+        return "\n".join(out)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3e}"
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Report:
+    rows = []
+    for b in state.blocks:
+        a = state.analyses.get(b.name)
+        d = state.decisions.get(b.name)
+        t = state.rewrites.get(b.name)
+        v = state.verifications.get(b.name)
+        n = a.state_dim if a else b.adapter.state_dim(state.original.get_submodule(b.name))
+        r = d.rank if d else n
+        energy = float(a.energy[r - 1]) if a is not None else None
+        rows.append(BlockRow(
+            name=b.name, kind=b.kind, rule=b.rule, state_dim=n, rank=r,
+            reduced=t is not None, reason=d.reason if d else "not analysed",
+            energy_kept=energy,
+            bound=float(t.bound.max()) if t is not None else None,
+            measured_error=v.measured if v else None,
+            hinf_error=v.hinf if v else None,
+            feeds=feeds.get(b.name, ()),
+            hsv=tuple(sorted((float(s) for s in a.hsv.flatten()), reverse=True)) if a else (),
+        ))
+    return Report(
+        capture=state.capture.note,
+        pipeline=",".join(spec for spec, _ in state.history),
+        modified=any(m for _, m in state.history),
+        blocks=tuple(rows),
+        failures=tuple((f.name, f.rule, f.reason) for f in state.failures),
+        output_error=state.output_error,
+    )
