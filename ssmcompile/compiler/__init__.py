@@ -4,6 +4,8 @@ from .analysis import (
     SUGGESTED_TAUS,
     analyse_block,
     block_inputs,
+    is_calibrated,
+    is_certified,
     l2_gain_error,
     replace_module,
     rewrite_block,
@@ -33,7 +35,8 @@ from .state import (
 )
 
 __all__ = [
-    "SUGGESTED_TAUS", "analyse_block", "block_inputs", "l2_gain_error", "replace_module",
+    "SUGGESTED_TAUS", "analyse_block", "block_inputs", "is_calibrated", "is_certified",
+    "l2_gain_error", "replace_module",
     "rewrite_block", "CanonicalAdapter", "CanonicalSSM", "Capture", "SSMTracer",
     "block_dependencies", "block_order", "capture", "is_scan_node", "DEFAULT_RULES", "MatchRule",
     "RegisteredLayerRule", "ScanCallRule", "match_blocks", "ModulePass", "PassManager",

@@ -22,7 +22,13 @@ def analyse_block(state: CompileState, block: Block) -> BlockAnalysis:
     """Gramians → HSVs of one block of the *current* model; cached in ``state.analyses`` and in
     the block's fx node meta."""
     module = state.model.get_submodule(block.name)
-    system = block.adapter.read(module)
+    if is_calibrated(block):
+        # Time-varying (selective) blocks have no fixed system: the adapter estimates Gramians
+        # from the inputs the block sees on the example batch and returns a surrogate system.
+        u = block_inputs(state.model, [block.name], state.example_inputs)[block.name]
+        system = block.adapter.calibrate(module, u)
+    else:
+        system = block.adapter.read(module)
     hsv = hankel_singular_values(system.A, system.B, system.C)
     total = hsv.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     energy = (hsv.cumsum(dim=-1) / total).reshape(-1, hsv.shape[-1]).amin(dim=0)
@@ -33,6 +39,16 @@ def analyse_block(state: CompileState, block: Block) -> BlockAnalysis:
     if block.node is not None:
         block.node.meta[META_KEY] = result
     return result
+
+
+def is_calibrated(block: Block) -> bool:
+    """True for adapters that estimate Gramians from data (``calibrate``) instead of reading an
+    exact LTI system; their truncation error is measured, not certified."""
+    return hasattr(block.adapter, "calibrate")
+
+
+def is_certified(block: Block) -> bool:
+    return bool(getattr(block.adapter, "certified", True)) and not is_calibrated(block)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
@@ -48,7 +64,10 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
     analysis = state.analyses.get(block.name) or analyse_block(state, block)
     result = truncate(analysis.system, rank)
     module = state.model.get_submodule(block.name)
-    new = block.adapter.rebuild(module, result.system)
+    if hasattr(block.adapter, "rebuild_from_truncation"):
+        new = block.adapter.rebuild_from_truncation(module, result)  # needs T / Tinv
+    else:
+        new = block.adapter.rebuild(module, result.system)
     state.model = replace_module(state.model, block.name, new)
     state.rewrites[block.name] = result
     return result

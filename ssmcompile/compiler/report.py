@@ -95,7 +95,7 @@ def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Repo
             name=b.name, kind=b.kind, rule=b.rule, state_dim=n, rank=r,
             reduced=t is not None, reason=d.reason if d else "not analysed",
             energy_kept=energy,
-            bound=float(t.bound.max()) if t is not None else None,
+            bound=v.bound if v is not None else (float(t.bound.max()) if t is not None else None),
             measured_error=v.measured if v else None,
             hinf_error=v.hinf if v else None,
             feeds=feeds.get(b.name, ()),

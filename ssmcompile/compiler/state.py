@@ -80,11 +80,12 @@ class BlockVerification:
     """Measured error of a rewritten block next to its certified bound.
 
     ``measured``: max over the probe batch of ‖y − y_r‖₂ / ‖u‖₂ on the block's real input
-    (an ℓ2 gain, which the H∞ norm of G − G_r bounds); ``hinf``: the H∞ estimate, if computed.
+    (an ℓ2 gain, which the H∞ norm of G − G_r bounds); ``hinf``: the H∞ estimate, if computed;
+    ``bound`` is ``None`` for data-driven (selective) blocks, which have no certificate.
     """
 
     name: str
-    bound: float
+    bound: float | None
     measured: float
     hinf: float | None
     ok: bool
