@@ -10,12 +10,14 @@ def diagonal_scan_reference(lam: torch.Tensor, bu: torch.Tensor) -> torch.Tensor
 
     Shapes: ``lam`` (n,) complex, ``bu`` (batch, length, n) complex → x (batch, length, n).
     """
+    if bu.shape[1] == 0:
+        return torch.zeros_like(bu)
     x = torch.zeros_like(bu[:, 0])
     out = []
     for k in range(bu.shape[1]):
         x = lam * x + bu[:, k]
         out.append(x)
-    return torch.stack(out, dim=1) if out else torch.zeros_like(bu)
+    return torch.stack(out, dim=1)
 
 
 def dense_scan_reference(A: torch.Tensor, bu: torch.Tensor) -> torch.Tensor:
@@ -23,9 +25,11 @@ def dense_scan_reference(A: torch.Tensor, bu: torch.Tensor) -> torch.Tensor:
 
     Shapes: ``A`` (n, n), ``bu`` (batch, length, n) → x (batch, length, n).
     """
+    if bu.shape[1] == 0:
+        return torch.zeros_like(bu)
     x = torch.zeros_like(bu[:, 0])
     out = []
     for k in range(bu.shape[1]):
         x = x @ A.transpose(-1, -2) + bu[:, k]
         out.append(x)
-    return torch.stack(out, dim=1) if out else torch.zeros_like(bu)
+    return torch.stack(out, dim=1)

@@ -1,0 +1,41 @@
+"""The SEQUENCE graph: whole sequences in, the model's outputs out.
+
+Input ``u``: (batch, length, d_input) floats or (batch, length) token ids, both axes dynamic
+(ONNX dims ``batch`` and ``length``). Output ``y``: (batch, d_output) for classify models,
+(batch, length, d_output) for lm models. Every recurrence is one ONNX ``Scan`` node (see
+``onnx_scan``), so the same file serves any batch size and sequence length.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..adapters import adapter_for
+from .program import export_program
+
+SEQUENCE_INPUT = "u"
+SEQUENCE_OUTPUT = "y"
+
+
+def has_state_space_layers(model: nn.Module) -> bool:
+    """Whether any submodule is a registered state-space layer (so a Scan must appear)."""
+    return any(adapter_for(m) is not None for m in model.modules())
+
+
+def export_sequence(model: nn.Module, example: Tensor, opset: int | None):
+    """``model`` (in eval mode) as a sequence-graph ``onnx.ModelProto``.
+
+    ``example``: (batch ≥ 2, length ≥ 2, ...) inputs to trace with; neither size is baked in.
+    """
+    import torch
+
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}
+    return export_program(
+        model,
+        (example,),
+        dynamic_shapes=(dims,),
+        input_names=(SEQUENCE_INPUT,),
+        output_names=(SEQUENCE_OUTPUT,),
+        opset=opset,
+        expect_scan=has_state_space_layers(model),
+    )

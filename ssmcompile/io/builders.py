@@ -1,0 +1,138 @@
+"""The allow-list of model builders a checkpoint may name, and history replay.
+
+A checkpoint stores a builder *name*; loading looks it up here and never imports anything the
+file names. ``"ssm-model"`` (``SSMModel`` from a ``ModelSpec`` dict) is pre-registered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import CheckpointError
+from ..layers import ModelSpec, build_model
+from .meta import ReductionEvent
+from .tensorfile import one_line
+
+Spec = dict[str, Any]
+
+
+def _identity(spec: Spec) -> Spec:
+    return spec
+
+
+@dataclass(frozen=True)
+class ModelBuilder:
+    """How to turn a JSON-able spec into a module and resize one of its SSM blocks.
+
+    - ``build(spec) -> nn.Module``: a freshly initialised model (weights are loaded after).
+    - ``resize(spec, block, r) -> spec``: the spec with block ``block`` holding ``r`` states.
+    - ``state_dims(spec) -> {block name: n}``: each SSM block's state dimension.
+    - ``canonical(spec) -> spec``: validated spec with defaults filled in, so two specs
+      describing the same architecture compare equal (identity by default).
+
+    Each may raise any SSMCompileError (or ValueError/TypeError/KeyError) for a bad spec.
+    """
+
+    build: Callable[[Spec], nn.Module]
+    resize: Callable[[Spec, str, int], Spec]
+    state_dims: Callable[[Spec], dict[str, int]]
+    canonical: Callable[[Spec], Spec] = _identity
+
+
+_BUILDERS: dict[str, ModelBuilder] = {}
+
+
+def register_builder(name: str, builder: ModelBuilder) -> None:
+    """Allow checkpoints to name ``builder`` as ``name`` (a later call replaces it)."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"builder name must be a non-empty string, got {name!r}")
+    if not isinstance(builder, ModelBuilder):
+        got = type(builder).__name__
+        raise CheckpointError(f"register_builder needs a ModelBuilder, got {got}")
+    _BUILDERS[name] = builder
+
+
+def get_builder(name: str) -> ModelBuilder:
+    """The registered builder ``name``, else CheckpointError listing the known ones."""
+    builder = _BUILDERS.get(name) if isinstance(name, str) else None
+    if builder is None:
+        known = ", ".join(sorted(_BUILDERS))
+        raise CheckpointError(f"unknown model builder {name!r} (allowed: {known})")
+    return builder
+
+
+def registered_builders() -> tuple[str, ...]:
+    return tuple(sorted(_BUILDERS))
+
+
+def call_builder(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a builder function, turning any failure into a one-line CheckpointError."""
+    try:
+        return fn(*args)
+    except CheckpointError:
+        raise
+    except Exception as err:  # third-party builders raise what they like
+        raise CheckpointError(f"{what}: {one_line(err)}") from None
+
+
+def replay(builder: ModelBuilder, initial_spec: Spec, history: Sequence[ReductionEvent]) -> Spec:
+    """``initial_spec`` with every event applied in order (canonical form).
+
+    Raises CheckpointError if an event names an unknown block, its ``n`` is not that block's
+    state dimension at that point, or steps go backwards.
+    """
+    spec = call_builder("invalid initial_spec", builder.canonical, initial_spec)
+    last_step = 0
+    for k, event in enumerate(history):
+        where = f"history event {k} (step {event.step}, {event.block})"
+        if event.step < last_step:
+            raise CheckpointError(f"{where}: steps go backwards (previous {last_step})")
+        last_step = event.step
+        dims = call_builder("invalid spec during replay", builder.state_dims, spec)
+        if event.block not in dims:
+            raise CheckpointError(f"{where}: no such block (blocks: {', '.join(dims)})")
+        if dims[event.block] != event.n:
+            raise CheckpointError(
+                f"{where}: resizes from n={event.n} but the block has n={dims[event.block]}"
+            )
+        resized = call_builder(f"{where} does not apply", builder.resize, spec, event.block,
+                               event.r)
+        spec = call_builder(f"{where} gives an invalid spec", builder.canonical, resized)
+    return spec
+
+
+# ---- the built-in "ssm-model" builder --------------------------------------------------------
+
+_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.ssm")
+
+
+def _model_spec(spec: Spec) -> ModelSpec:
+    return ModelSpec.from_dict(spec)
+
+
+def _ssm_state_dims(spec: Spec) -> dict[str, int]:
+    return {f"blocks.{i}.ssm": n for i, n in enumerate(_model_spec(spec).state_dims)}
+
+
+def _ssm_resize(spec: Spec, block: str, r: int) -> Spec:
+    ms = _model_spec(spec)
+    m = _BLOCK_NAME.fullmatch(block)
+    if m is None or int(m.group(1)) >= ms.n_blocks:
+        raise CheckpointError(f"no block {block!r} in a {ms.n_blocks}-block model")
+    dims = list(ms.state_dims)
+    dims[int(m.group(1))] = r
+    return ms.with_state_dims(tuple(dims)).to_dict()
+
+
+SSM_MODEL_BUILDER = ModelBuilder(
+    build=lambda spec: build_model(_model_spec(spec)),
+    resize=_ssm_resize,
+    state_dims=_ssm_state_dims,
+    canonical=lambda spec: _model_spec(spec).to_dict(),
+)
+register_builder("ssm-model", SSM_MODEL_BUILDER)

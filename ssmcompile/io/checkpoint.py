@@ -1,0 +1,192 @@
+"""Model checkpoints: safetensors weights + JSON metadata, rebuilt only by allow-listed builders.
+
+Loading never trusts the file: the builder is looked up by name, the architecture is rebuilt
+from ``initial_spec`` by replaying the reduction history and must equal ``spec``, the weights
+must match it key for key and shape for shape, be finite, and every SSM layer must be stable.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import torch
+from torch import Tensor, nn
+
+from ..adapters import adapter_for
+from ..errors import CheckpointError, SSMCompileError
+from ..numerics.stability import check_stable
+from .builders import call_builder, get_builder, replay
+from .meta import FORMAT_VERSION, CheckpointMeta, ReductionEvent, decode_meta, encode_meta
+from .tensorfile import load_tensors, one_line, read_metadata, save_tensors_atomic
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP / DataParallel
+
+
+def library_versions() -> dict[str, str]:
+    # imported here: the package __init__ may import this module before defining __version__
+    from .. import __version__
+
+    return {"ssmcompile": __version__, "torch": torch.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def unwrap_module(model: nn.Module) -> nn.Module:
+    """The raw module under ``torch.compile`` (``_orig_mod``) and DDP (``module``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            model = model.module
+            continue
+        return model
+
+
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """``state_dict`` of the unwrapped model; a wrapper prefix (``_orig_mod.``, ``module.``)
+    that every key still carries is stripped (only when all carry it: a model may legitimately
+    own a submodule called ``module``)."""
+    state = dict(unwrap_module(model).state_dict())
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in state):
+                state = {key[len(prefix):]: t for key, t in state.items()}
+                stripped = True
+    return state
+
+
+def validate_meta(meta: CheckpointMeta) -> CheckpointMeta:
+    """``meta`` with canonical specs, after checking the builder and that history replays."""
+    builder = get_builder(meta.builder)
+    spec = call_builder("invalid spec", builder.canonical, meta.spec)
+    replayed = replay(builder, meta.initial_spec, meta.history)
+    if replayed != spec:
+        diff = sorted(k for k in set(spec) | set(replayed) if spec.get(k) != replayed.get(k))
+        detail = "; ".join(f"{k}: replay gives {replayed.get(k)!r}, spec has {spec.get(k)!r}"
+                           for k in diff)
+        raise CheckpointError(f"history does not replay to spec ({detail})")
+    initial = call_builder("invalid initial_spec", builder.canonical, meta.initial_spec)
+    return CheckpointMeta(meta.format_version, meta.builder, spec, initial, tuple(meta.history),
+                          dict(meta.versions), dict(meta.extra))
+
+
+def check_weights(tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """Same keys, shapes and kinds of dtype as ``expected`` (the rebuilt model), and finite."""
+    for key in expected:
+        if key not in tensors:
+            raise CheckpointError(f"missing tensor {key!r}")
+    for key, t in tensors.items():
+        if key not in expected:
+            raise CheckpointError(f"unexpected tensor {key!r}")
+        want = expected[key]
+        if tuple(t.shape) != tuple(want.shape):
+            raise CheckpointError(f"tensor {key!r} has shape {tuple(t.shape)}, the architecture "
+                                  f"needs {tuple(want.shape)}")
+        if t.is_floating_point() != want.is_floating_point() or t.is_complex() != want.is_complex():
+            raise CheckpointError(f"tensor {key!r} has dtype {t.dtype}, expected {want.dtype}")
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"tensor {key!r} contains NaN or Inf")
+
+
+def check_model_stable(model: nn.Module) -> None:
+    """Every layer with a registered adapter has all poles strictly inside the unit circle."""
+    for name, module in model.named_modules():
+        adapter = adapter_for(module)
+        if adapter is None:
+            continue
+        try:
+            system = adapter.read(module)
+            check_stable(system.A, system.is_diagonal, what=f"block {name}")
+        except SSMCompileError as err:
+            raise CheckpointError(one_line(err)) from None
+
+
+def _build(meta: CheckpointMeta) -> nn.Module:
+    # the fresh init is overwritten; fork_rng keeps loading from shifting the caller's RNG
+    with torch.random.fork_rng(devices=[]):
+        model = call_builder("cannot build model", get_builder(meta.builder).build, meta.spec)
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"builder {meta.builder!r} did not return an nn.Module")
+    return model
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    builder: str = "ssm-model",
+    spec: dict[str, Any],
+    initial_spec: dict[str, Any] | None = None,
+    history: Sequence[ReductionEvent | dict[str, Any]] = (),
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s weights and metadata to ``path`` (safetensors, atomically).
+
+    ``spec``: the model's current architecture (``model.spec.to_dict()``, or any object with a
+    ``to_dict()``); ``initial_spec`` (default ``spec``) plus ``history`` must replay to it.
+    Everything ``load_checkpoint`` checks is checked here first, so nothing unloadable is
+    written. Returns the path written.
+    """
+    events = tuple(e if isinstance(e, ReductionEvent) else ReductionEvent.from_dict(e)
+                   for e in history)
+    spec, initial_spec = _as_dict(spec), _as_dict(initial_spec)
+    if extra is not None and not (isinstance(extra, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+    )):
+        raise CheckpointError("extra must map str to str")
+    meta = validate_meta(CheckpointMeta(
+        format_version=FORMAT_VERSION, builder=builder, spec=spec,
+        initial_spec=spec if initial_spec is None else initial_spec, history=events,
+        versions=library_versions(), extra=dict(extra or {}),
+    ))
+    raw = unwrap_module(model)
+    tensors = model_tensors(raw)
+    check_weights(tensors, _build(meta).state_dict())
+    check_model_stable(raw)
+    return save_tensors_atomic(path, tensors, encode_meta(meta))
+
+
+def _as_dict(spec: Any) -> Any:
+    """Accept a spec object (e.g. ``ModelSpec``) where its JSON-able dict is meant."""
+    to_dict = getattr(spec, "to_dict", None)
+    return to_dict() if callable(to_dict) else spec
+
+
+def _in_file(path: str | os.PathLike[str], err: CheckpointError) -> CheckpointError:
+    text = str(err)
+    return err if text.startswith(str(path)) else CheckpointError(f"{path}: {text}")
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The checkpoint's validated metadata (builder known, history replays); no weights read."""
+    metadata = read_metadata(path)
+    try:
+        return validate_meta(decode_meta(metadata))
+    except CheckpointError as err:
+        raise _in_file(path, err) from None
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointMeta]:
+    """``(model, meta)``: the rebuilt architecture with the file's weights, in eval mode.
+
+    Tensors keep the file's dtypes. Raises CheckpointError (message prefixed with the path)
+    for any file, metadata, architecture, weight or stability problem.
+    """
+    tensors, metadata = load_tensors(path)
+    try:
+        meta = validate_meta(decode_meta(metadata))
+        model = _build(meta)
+        check_weights(tensors, model.state_dict())
+        model.load_state_dict(tensors, strict=True, assign=True)
+        check_model_stable(model)
+    except CheckpointError as err:
+        raise _in_file(path, err) from None
+    return model.eval(), meta

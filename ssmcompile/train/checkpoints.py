@@ -1,0 +1,124 @@
+"""The run directory: checkpoints written atomically, kept last-K and best, found on resume.
+
+Layout of ``DIR``::
+
+    last.safetensors, last.state.safetensors        newest checkpoint (weights, trainer state)
+    step-00000120.safetensors, ….state.safetensors   the last ``keep_last`` periodic ones
+    best.safetensors                                 best validation accuracy so far (weights)
+    pragmatic.safetensors, ….state.safetensors       pragmatic mode: the model before an event
+    metrics.jsonl, hsv_spectra.png, training.png
+
+Weights go through ``ssmcompile.io.save_checkpoint`` (spec, initial_spec, history, versions)
+from the raw module. A weights file and its trainer-state file carry the same checkpoint id; a
+crash between the two writes leaves a mismatched pair, which resume skips for an older
+consistent one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import CheckpointError
+from ..io import ReductionEvent, read_checkpoint_meta, save_checkpoint, save_tensors_atomic
+from ..io.tensorfile import load_tensors
+from .state_io import OptimState, TrainerState, read_state_id, save_trainer_state
+
+WEIGHTS, STATE = ".safetensors", ".state.safetensors"
+
+
+class RunDirectory:
+    """Checkpoint files of one run in ``root`` (created if missing)."""
+
+    def __init__(self, root: str | os.PathLike[str], keep_last: int = 2):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise CheckpointError(f"output path is not a directory: {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep_last = keep_last
+
+    def weights(self, stem: str) -> Path:
+        return self.root / (stem + WEIGHTS)
+
+    def state(self, stem: str) -> Path:
+        return self.root / (stem + STATE)
+
+    def save(self, stem: str, model: nn.Module, *, spec: dict, initial_spec: dict,
+             history: Sequence[ReductionEvent], extra: dict[str, str],
+             state: TrainerState | None = None) -> None:
+        """Trainer state first, then weights; both name ``extra["checkpoint_id"]``."""
+        if state is not None:
+            save_trainer_state(self.state(stem), state)
+        save_checkpoint(self.weights(stem), model, spec=spec, initial_spec=initial_spec,
+                        history=tuple(history), extra=extra)
+
+    def save_step(self, step: int, model: nn.Module, **kwargs) -> None:
+        """``step-NNNNNNNN`` and ``last``, then prune to the newest ``keep_last`` step files."""
+        self.save(f"step-{step:08d}", model, **kwargs)
+        self.save("last", model, **kwargs)
+        steps = sorted(self.root.glob("step-*" + STATE))
+        for old in steps[: max(0, len(steps) - self.keep_last)]:
+            stem = old.name[: -len(STATE)]
+            for path in (self.weights(stem), old):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def consistent(self, stem: str) -> int | None:
+        """The step of checkpoint ``stem`` if its two files exist and agree, else None."""
+        if not (self.weights(stem).exists() and self.state(stem).exists()):
+            return None
+        try:
+            meta = read_checkpoint_meta(self.weights(stem))
+            step, ident = read_state_id(self.state(stem))
+        except CheckpointError:
+            return None
+        return step if meta.extra.get("checkpoint_id") == ident else None
+
+    def resume_stem(self) -> str:
+        """The newest consistent checkpoint (``last`` or a step file); CheckpointError if none."""
+        candidates = ["last"] + [p.name[: -len(STATE)]
+                                 for p in sorted(self.root.glob("step-*" + STATE), reverse=True)]
+        found = [(step, stem) for stem in candidates
+                 if (step := self.consistent(stem)) is not None]
+        if not found:
+            raise CheckpointError(f"nothing to resume in {self.root} (no complete checkpoint)")
+        return max(found, key=lambda t: t[0])[1]
+
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of writes a crash interrupted (``.NAME.XXXX.tmp``)."""
+        for path in self.root.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # -- pragmatic-mode snapshot: weights + optimizer state by parameter name --------------
+
+    def save_snapshot(self, model: nn.Module, optim: OptimState, *, spec: dict,
+                      initial_spec: dict, history: Sequence[ReductionEvent], step: int) -> None:
+        tensors = {f"optim/{name}/{key}": v for name, entry in optim.items()
+                   for key, v in entry.items()}
+        save_tensors_atomic(self.state("pragmatic"), tensors, {"step": str(step)})
+        save_checkpoint(self.weights("pragmatic"), model, spec=spec, initial_spec=initial_spec,
+                        history=tuple(history), extra={"step": str(step)})
+
+    def snapshot_optimizer(self, step: int) -> OptimState:
+        tensors, meta = load_tensors(self.state("pragmatic"))
+        if meta.get("step") != str(step):
+            raise CheckpointError(f"pragmatic snapshot is from step {meta.get('step')}, "
+                                  f"expected {step}")
+        optim: OptimState = {}
+        for key, t in tensors.items():
+            name, _, entry = key[len("optim/"):].rpartition("/")
+            optim.setdefault(name, {})[entry] = t
+        return optim
+
+    def drop_snapshot(self) -> None:
+        for path in (self.weights("pragmatic"), self.state("pragmatic")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+__all__ = ["RunDirectory"]

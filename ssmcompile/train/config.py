@@ -1,0 +1,305 @@
+"""Typed training configuration: frozen dataclasses, named presets and TOML files.
+
+A TOML file mirrors the dataclasses; a top-level ``preset = "NAME"`` starts from that preset
+and the file overrides what it sets::
+
+    preset = "lru-digits"
+    steps = 1200
+    pipeline = "hankel-analysis,balanced-truncation{tau=0.02},verify"
+    [model]
+    d_model = 64
+    [schedule]
+    fractions = [0.02, 0.04, 0.06, 0.08]
+    [pragmatic]
+    enabled = true
+
+Unknown keys and wrongly typed values are ``ConfigError`` with the offending key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SSMCompileError
+from .schedule import ReductionSchedule, ScheduleError
+
+DEFAULT_TAU = 0.05
+
+
+def default_pipeline(tau: float = DEFAULT_TAU) -> str:
+    """The pipeline the trainer runs at each event unless given another one."""
+    return f"hankel-analysis,balanced-truncation{{tau={tau}}},verify"
+
+
+class ConfigError(SSMCompileError, ValueError):
+    """A training configuration (preset, TOML file or override) is invalid."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The deep SSM (see ``ssmcompile.layers.ModelSpec``); input/output sizes come from data.
+
+    ``state_dim`` is every block's initial n; ``norm`` ``"auto"`` means BatchNorm for
+    classification and LayerNorm for language modelling (BatchNorm leaks future tokens).
+    """
+
+    layer: str = "lru"
+    d_model: int = 48
+    state_dim: int = 96
+    n_blocks: int = 1
+    dropout: float = 0.1
+    norm: str = "auto"
+    r_min: float = 0.9
+    r_max: float = 0.999
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``dataset``: ``"digits"`` | ``"mnist"`` (``path`` = directory of IDX files) |
+    ``"text"`` (``path`` = a UTF-8 text file; task ``"lm"``). ``split_seed`` fixes the splits,
+    ``upsample`` turns 8×8 digits into 16×16 (L = 256), ``seq_len`` is the text window."""
+
+    dataset: str = "digits"
+    path: str | None = None
+    batch_size: int = 64
+    upsample: bool = False
+    seq_len: int = 128
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up over ``warmup_fraction`` of the run, then cosine decay to
+    ``min_lr_fraction``·lr. Parameters inside matched SSM blocks use lr·``ssm_lr_factor`` and no
+    weight decay. ``grad_clip``: max global gradient norm (None = no clipping)."""
+
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    ssm_lr_factor: float = 0.5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.1
+    min_lr_fraction: float = 0.0
+    grad_clip: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class PragmaticConfig:
+    """Pragmatic mode: keep the model from before each event, and if validation accuracy at
+    the next evaluation is more than ``tolerance`` (absolute) below its value just before the
+    event, roll back to it and stop reducing."""
+
+    enabled: bool = False
+    tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. ``pipeline`` runs at each scheduled event (see
+    ``ssmcompile.run_pipeline``); ``compile``: ``"auto"`` | ``"on"`` | ``"off"`` (auto compiles
+    on CUDA only: on this project's 2-core CPUs inductor did not pay for its compile time, see
+    ``ssmcompile.train.compile``); ``threads``: torch intra-op threads (recorded with results).
+    ``checkpoint_every`` / ``keep_last``: periodic checkpoints kept; the best by validation
+    accuracy is kept too. ``probe_size``: training examples the pipeline analyses/verifies on.
+    ``strict_reduction``: raise when the pipeline fails instead of skipping that event."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ReductionSchedule = field(default_factory=ReductionSchedule)
+    pragmatic: PragmaticConfig = field(default_factory=PragmaticConfig)
+    steps: int = 1000
+    pipeline: str = field(default_factory=default_pipeline)
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+    compile: str = "auto"
+    compile_backend: str = "inductor"
+    eval_every: int = 100
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_last: int = 2
+    probe_size: int = 64
+    progress: bool = True
+    strict_reduction: bool = False
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with top-level fields changed (``ConfigError`` on a bad value)."""
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as err:
+            raise ConfigError(f"bad config override: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples as lists) that ``from_dict`` accepts."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base: TrainConfig | None = None) -> TrainConfig:
+        """Overlay ``data`` (the TOML layout, ``preset`` key allowed) on ``base`` or the
+        preset it names, or the defaults."""
+        data = dict(data)
+        preset = data.pop("preset", None)
+        if preset is not None:
+            if not isinstance(preset, str):
+                raise ConfigError(f"preset must be a string, got {preset!r}")
+            base = get_preset(preset)
+        return _overlay(cls, base or cls(), data, "")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` converted to ``annotation`` (int → float, list → tuple), else ConfigError."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_type(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_check_type(v, a, where) for v, a in zip(value, args, strict=True))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and (
+        type(value) is annotation or (annotation is float and type(value) is float)
+    ):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, "
+                      f"got {value!r}")
+
+
+def _overlay(cls: type, base: Any, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} "
+                          f"(known: {', '.join(sorted(names))})")
+    changes = {}
+    for key, value in data.items():
+        annotation, where = hints[key], prefix + key
+        if dataclasses.is_dataclass(annotation):
+            changes[key] = _overlay(annotation, getattr(base, key), value, where + ".")
+        else:
+            changes[key] = _check_type(value, annotation, where)
+    try:
+        return dataclasses.replace(base, **changes)
+    except ScheduleError as err:
+        raise ConfigError(f"{prefix.rstrip('.')}: {err}") from None
+
+
+def _validate(c: TrainConfig) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    for name in ("steps", "threads", "eval_every", "log_every", "checkpoint_every",
+                 "probe_size"):
+        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    need(c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}")
+    need(c.compile in ("auto", "on", "off"), f"compile must be auto|on|off, got {c.compile!r}")
+    need(c.device == "cpu" or c.device.startswith("cuda"),
+         f"device must be cpu or cuda[:N], got {c.device!r}")
+    need(c.data.dataset in ("digits", "mnist", "text"),
+         f"data.dataset must be digits|mnist|text, got {c.data.dataset!r}")
+    need(c.data.dataset == "digits" or c.data.path is not None,
+         f"data.dataset={c.data.dataset!r} needs data.path")
+    need(c.data.batch_size >= 1, f"data.batch_size must be >= 1, got {c.data.batch_size}")
+    need(c.model.norm in ("auto", "batch", "layer"),
+         f"model.norm must be auto|batch|layer, got {c.model.norm!r}")
+    need(c.model.state_dim >= 1 and c.model.n_blocks >= 1 and c.model.d_model >= 1,
+         "model.state_dim, model.n_blocks and model.d_model must be >= 1")
+    o = c.optim
+    need(o.lr > 0 and o.ssm_lr_factor > 0, "optim.lr and optim.ssm_lr_factor must be > 0")
+    need(0 <= o.warmup_fraction < 1, f"optim.warmup_fraction must be in [0, 1), got "
+                                     f"{o.warmup_fraction}")
+    need(0 <= o.min_lr_fraction <= 1, "optim.min_lr_fraction must be in [0, 1]")
+    need(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 or unset")
+    need(c.pragmatic.tolerance >= 0, "pragmatic.tolerance must be >= 0")
+
+
+# ---- presets --------------------------------------------------------------------------------
+
+PRESETS: dict[str, TrainConfig] = {
+    # The README demo: one LRU block on sequential 8×8 digits, n 96 shrinking over 4 events.
+    "lru-digits": TrainConfig(),
+    "lru-digits16": TrainConfig(data=DataConfig(upsample=True), steps=1500),
+    "s5-digits": TrainConfig(model=ModelConfig(layer="s5")),
+    # The paper's sMNIST setting (1 block, H = 8, n = 256) — needs local IDX files.
+    "lru-mnist": TrainConfig(
+        model=ModelConfig(d_model=8, state_dim=256, dropout=0.0),
+        data=DataConfig(dataset="mnist", path="data/mnist", batch_size=50, test_fraction=0.0),
+        optim=OptimConfig(lr=4e-4), steps=20000, eval_every=1000, checkpoint_every=1000,
+        pipeline=default_pipeline(0.01),
+    ),
+    "lru-text": TrainConfig(
+        model=ModelConfig(d_model=64, state_dim=64, n_blocks=2, norm="layer"),
+        data=DataConfig(dataset="text", path="input.txt", batch_size=32, seq_len=128,
+                        val_fraction=0.05, test_fraction=0.05),
+        steps=2000, eval_every=200, checkpoint_every=200,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    """The named preset, else ConfigError listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})"
+                          ) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """A TrainConfig from a TOML file (see the module docstring)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise ConfigError("TOML config files need Python >= 3.11 (tomllib)") from None
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no such config file: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {p}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    return TrainConfig.from_dict(data)
+
+
+__all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "PragmaticConfig",
+           "TrainConfig", "PRESETS", "get_preset", "load_config", "default_pipeline",
+           "DEFAULT_TAU"]
