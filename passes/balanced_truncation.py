@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ssmcompile.compiler import (
     CompileState,
@@ -53,5 +53,9 @@ class BalancedTruncation(ModulePass):
             return PassResult(state, modified=False)
         state.model = copy.deepcopy(state.model)
         for block in todo:
-            rewrite_block(state, block, decisions[block.name].rank)
+            result = rewrite_block(state, block, decisions[block.name].rank)
+            if result.rank != decisions[block.name].rank:
+                d = decisions[block.name]
+                state.decisions[block.name] = replace(
+                    d, rank=result.rank, reason=f"{d.reason}; clipped to the numerical order")
         return PassResult(state, modified=True)

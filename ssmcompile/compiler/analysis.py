@@ -62,7 +62,9 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationResult:
     """Balanced-truncate one block of ``state.model`` (which the caller has already copied)."""
     analysis = state.analyses.get(block.name) or analyse_block(state, block)
-    result = truncate(analysis.system, rank)
+    # clip: a rank above the numerical minimal order has no balanced realisation; the states
+    # beyond it carry σ ≈ 0, so dropping them changes nothing measurable.
+    result = truncate(analysis.system, rank, clip=True)
     module = state.model.get_submodule(block.name)
     if hasattr(block.adapter, "rebuild_from_truncation"):
         new = block.adapter.rebuild_from_truncation(module, result)  # needs T / Tinv

@@ -24,7 +24,8 @@ class LTISystem:
     Shapes (``...`` is an optional batch of independent systems, e.g. S4D's channels):
 
     - ``A``: ``(..., n)`` complex — a diagonal system (the eigenvalues), or
-      ``(..., n, n)`` real/complex — a dense system. The rule is ``A.ndim == B.ndim - 1`` ⇔ diagonal.
+      ``(..., n, n)`` real/complex — a dense system.
+      The rule is ``A.ndim == B.ndim - 1`` ⇔ diagonal.
     - ``B``: ``(..., n, m)``
     - ``C``: ``(..., p, n)``
     - ``D``: ``(..., p, m)`` or ``None`` (feedthrough never changes under truncation).
@@ -38,10 +39,12 @@ class LTISystem:
     def __post_init__(self) -> None:
         A, B, C = self.A, self.B, self.C
         if B.ndim < 2 or C.ndim < 2:
-            raise ShapeError(f"B and C must be at least 2-D, got B{tuple(B.shape)}, C{tuple(C.shape)}")
+            raise ShapeError(
+                f"B and C must be at least 2-D, got B{tuple(B.shape)}, C{tuple(C.shape)}")
         if A.ndim not in (B.ndim - 1, B.ndim):
             raise ShapeError(
-                f"A{tuple(A.shape)} must be (..., n) diagonal or (..., n, n) dense for B{tuple(B.shape)}"
+                f"A{tuple(A.shape)} must be (..., n) diagonal or (..., n, n) dense "
+                f"for B{tuple(B.shape)}"
             )
         n = B.shape[-2]
         if A.shape[-1] != n or C.shape[-1] != n or (A.ndim == B.ndim and A.shape[-2] != n):

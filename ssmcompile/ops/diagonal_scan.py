@@ -8,9 +8,13 @@ optional arguments) so an ONNX translation to ``Scan`` stays simple.
 Why an opaque op: fx, ``torch.export`` and dynamo see one node with a fake implementation
 instead of a shape-dependent loop, so tracing works at any length and the scan is one thing to
 match and translate. The eager body is the chunked kernel in ``_chunked`` (≈2√L Python steps);
-``reference.diagonal_scan_reference`` is its readable twin. ``tools/bench_scan.py`` measures it
-against the loop and against inductor compiling the same chunked formulation as pure torch; the
-op stays the default for every backend (see that tool's docstring for the figures).
+``reference.diagonal_scan_reference`` is its readable twin.
+
+Choice per backend (``tools/bench_scan.py``, batch 16, L 1024, float32, fwd+bwd, 1 thread, on a
+loaded 2-core VM): n = 16: op 23 ms, inductor-compiled pure-torch chunked scan 26 ms, loop 779 ms;
+n = 256: op 463 ms, compiled 366 ms, loop 42.7 s. Inductor wins by ~20 % at large n only and
+costs 200-240 s of compile per shape, so the op is the default for every backend (eager,
+aot_eager, export, inductor, ONNX) and there is no switch.
 
 Backward: the adjoint of a linear recurrence is the same recurrence run backwards with conj(λ):
 a_k = g_k + conj(λ) a_{k+1}; ∂bu_k = a_k; ∂λ = Σ_k a_k · conj(x_{k-1}) (PyTorch's convention,
