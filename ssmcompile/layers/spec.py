@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SSMCompileError
@@ -52,7 +52,7 @@ class ModelSpec:
     norm: str = "batch"
     r_min: float = 0.9
     r_max: float = 0.999
-    max_phase: float = field(default=2 * math.pi)
+    max_phase: float = 2 * math.pi
     dt_min: float = 1e-3
     dt_max: float = 1e-1
 
