@@ -13,6 +13,7 @@ from torch import nn
 
 from ..numerics import energy_rank, hankel_singular_values, truncate
 from ..numerics.system import TruncationResult
+from .activations import block_inputs
 from .state import META_KEY, Block, BlockAnalysis, CompileState
 
 SUGGESTED_TAUS = (0.01, 0.02, 0.05, 0.1)
@@ -73,26 +74,6 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
     state.model = replace_module(state.model, block.name, new)
     state.rewrites[block.name] = result
     return result
-
-
-def block_inputs(model: nn.Module, names: list[str], example_inputs: tuple
-                 ) -> dict[str, torch.Tensor]:
-    """The input each named block receives when ``model`` runs on ``example_inputs`` (on an
-    eval-mode copy, so the caller's model and its BatchNorm statistics stay untouched)."""
-    replica = copy.deepcopy(model).eval()
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name in names:
-        def hook(mod, args, name=name):
-            seen.setdefault(name, args[0].detach().clone())
-        hooks.append(replica.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            replica(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor) -> float:

@@ -9,15 +9,14 @@ A candidate that fails a rule's check is recorded as a :class:`MatchFailure` wit
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
 from torch import nn
 
 from ..adapters import adapter_for
 from ..errors import MatchError
+from .activations import block_inputs
 from .capture import Capture, is_scan_node
 from .probe import ProbedScanAdapter, probe_system
 from .state import Block, MatchFailure
@@ -74,7 +73,9 @@ class ScanCallRule:
                 owners.setdefault(_owner(node), node)
         if not owners:
             return [], []
-        in_features = _input_features(model, list(owners), example_inputs)
+        # Probing needs each owner's input width: read it off one run on the example inputs.
+        in_features = {name: int(u.shape[-1]) for name, u in
+                       block_inputs(model, list(owners), example_inputs).items() if u.ndim == 3}
         blocks, failures = [], []
         for name, node in owners.items():
             module = model.get_submodule(name)
@@ -91,26 +92,6 @@ class ScanCallRule:
             blocks.append(Block(name, ProbedScanAdapter.kind, self.name,
                                 ProbedScanAdapter(in_features[name]), node))
         return blocks, failures
-
-
-def _input_features(model: nn.Module, names: list[str], example_inputs: tuple) -> dict[str, int]:
-    """Last-dim size of each named module's first input, from one run on a copy of the model
-    (a copy, so BatchNorm statistics of the caller's model are untouched)."""
-    replica = copy.deepcopy(model).eval()
-    seen: dict[str, int] = {}
-    hooks = []
-    for name in names:
-        def hook(mod, args, name=name):
-            if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 3:
-                seen.setdefault(name, int(args[0].shape[-1]))
-        hooks.append(replica.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            replica(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 DEFAULT_RULES: tuple[MatchRule, ...] = (RegisteredLayerRule(), ScanCallRule())

@@ -13,16 +13,6 @@ from ssmcompile.errors import MatchError, ShapeError, UnstableSystemError
 from ssmcompile.layers import LRU, S4D, S5, DenseLTI
 from ssmcompile.numerics.system import LTISystem
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on these 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 LAYERS = [LRU, S5, S4D, DenseLTI]
 F64 = torch.float64
 

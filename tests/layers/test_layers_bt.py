@@ -9,16 +9,6 @@ import torch
 from ssmcompile.adapters import adapter_for
 from ssmcompile.layers import LRU, S4D, S5, DenseLTI
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on these 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 numerics = pytest.importorskip("ssmcompile.numerics")
 balanced_truncation = numerics.balanced_truncation
 F64 = torch.float64

@@ -12,16 +12,6 @@ from ssmcompile.errors import SSMCompileError
 from ssmcompile.layers import LRU, S4D, S5, DenseLTI, ModelSpec, SpecError, build_model
 from ssmcompile.numerics.system import LTISystem
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on these 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 BASE = dict(layer="lru", d_model=8, state_dims=(6, 4, 2), d_output=3, d_input=5)
 
 

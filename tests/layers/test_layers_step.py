@@ -7,16 +7,6 @@ import torch
 
 from ssmcompile.layers import LRU, S4D, S5, DenseLTI, ModelSpec, build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on these 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 LAYERS = [LRU, S5, S4D, DenseLTI]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 

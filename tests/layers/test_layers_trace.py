@@ -8,15 +8,6 @@ import torch
 from ssmcompile.layers import ModelSpec, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on these 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Only the paper's LRU here: each export costs seconds (s5/s4d/dense export the same way).
 @pytest.mark.parametrize("kind", ["lru"])
 def test_export_with_dynamic_length(kind):
