@@ -35,7 +35,7 @@ from .onnx_file import check_output_path, graph_stats, staged_onnx_file
 from .program import add_metadata, check_opset, opset_of
 from .result import ExportError, ExportResult, GraphStats, ParityError
 from .runtime import DEVICES, SessionOptions, create_session, installed_onnxruntime_distributions
-from .sampling import DEFAULT_EXPORT_LENGTH, export_example, sampler_for
+from .sampling import DEFAULT_EXPORT_LENGTH, export_example, model_device, sampler_for
 from .sequence import SEQUENCE_INPUT, SEQUENCE_OUTPUT, export_sequence, has_state_space_layers
 from .step import (
     NEW_STATE_PREFIX,
@@ -112,7 +112,7 @@ def export_onnx(
     if export_length is None:
         given = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
         export_length = int(given.shape[1]) if given is not None else DEFAULT_EXPORT_LENGTH
-    example = export_example(sampler, export_length)
+    example = export_example(sampler, export_length).to(model_device(model))
     graph = "step" if step else "sequence"
     with eval_mode(model):
         if step:

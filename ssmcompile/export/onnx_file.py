@@ -102,6 +102,7 @@ def staged_onnx_file(model, path: Path) -> Iterator[tuple[Path, Path | None]]:
                 save_as_external_data=True,
                 all_tensors_to_one_file=True,
                 location=data_path.name,
+                size_threshold=0,
             )
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

@@ -85,7 +85,10 @@ def export_program(
         except ExportError:
             raise
         except Exception as err:
-            raise ExportError(f"torch.export failed: {_first_line(err)}") from None
+            hint = ""
+            if "Constraints violated" in str(err):
+                hint = " (a dynamic axis was specialised: is a recurrence a Python loop?)"
+            raise ExportError(f"torch.export failed: {_first_line(err)}{hint}") from None
         ops = scan_ops_in(program.graph)
         if expect_scan and not ops:
             raise ExportError(
@@ -99,6 +102,9 @@ def export_program(
                 (),
                 dynamo=True,
                 custom_translation_table=table,
+                # Passed again so the exporter names the ONNX axes after our Dims ("batch", ...);
+                # from the ExportedProgram alone it would write its symbols ("s44").
+                dynamic_shapes=tuple(dynamic_shapes),
                 opset_version=opset,
                 input_names=list(input_names),
                 output_names=list(output_names),

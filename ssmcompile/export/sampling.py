@@ -76,6 +76,12 @@ def sampler_for(model: nn.Module, example_inputs: Tensor | tuple | None) -> Inpu
     return InputSampler((int(spec.d_input),), dtype)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (CPU for a parameter-free module)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def export_example(sampler: InputSampler, length: int) -> Tensor:
     """A (EXPORT_BATCH, length, ...) example for tracing (fixed seed: exports are reproducible)."""
     if not isinstance(length, int) or isinstance(length, bool) or length < 2:

@@ -105,8 +105,11 @@ def export_step(model: nn.Module, example_u_k: Tensor, layout: StateLayout, opse
     """
     batch = int(example_u_k.shape[0])
     g = torch.Generator().manual_seed(1)
-    dtype = next(model.parameters()).dtype
-    states = tuple(torch.randn((batch, *s), generator=g, dtype=dtype) for s in layout.shapes)
+    param = next(model.parameters())
+    states = tuple(
+        torch.randn((batch, *s), generator=g, dtype=param.dtype).to(param.device)
+        for s in layout.shapes
+    )
     dim = torch.export.Dim("batch")
     return export_program(
         StepGraphModule(model, layout),

@@ -30,8 +30,15 @@ EXPORT_LENGTH = 16
 
 def _spec(layer: str, task: str, dims: tuple[int, ...]) -> ModelSpec:
     if task == "lm":
-        return ModelSpec(layer=layer, d_model=8, state_dims=dims, d_output=7, task="lm",
-                         vocab_size=11, norm="layer")
+        return ModelSpec(
+            layer=layer,
+            d_model=8,
+            state_dims=dims,
+            d_output=7,
+            task="lm",
+            vocab_size=11,
+            norm="layer",
+        )
     return ModelSpec(layer=layer, d_model=8, state_dims=dims, d_output=3, d_input=4)
 
 
@@ -124,16 +131,3 @@ def test_step_graph_of_reduced_model_has_state_size_r(models, tmp_path):
         ref = reduced(u).numpy()
     streamed = np.stack(ys, axis=1) if spec.task == "lm" else ys[-1]
     assert np.abs(streamed - ref).max() <= 1e-4
-
-
-def test_step_graph_of_full_model(tmp_path):
-    spec = _spec("lru", "classify", (6, 5))
-    model = build_model(spec).eval()
-    result = export_onnx(model, tmp_path / "step.onnx", step=True, check=True)
-    assert result.parity is not None and result.parity.ok
-    assert dict(result.state_shapes) == {
-        "state_0_re": (None, 6), "state_0_im": (None, 6),
-        "state_1_re": (None, 5), "state_1_im": (None, 5),
-        "pool_sum": (None, 8), "pool_count": (None, 1),
-    }  # fmt: skip
-    assert result.output_names[1:] == tuple("new_" + n for n, _ in result.state_shapes)
