@@ -252,8 +252,9 @@ def _validate(c: TrainConfig) -> None:
 # ---- presets --------------------------------------------------------------------------------
 
 PRESETS: dict[str, TrainConfig] = {
-    # The README demo: one LRU block on sequential 8×8 digits, n 96 shrinking over 4 events.
-    "lru-digits": TrainConfig(),
+    # The README demo: one LRU block on sequential 8×8 digits, n = 96 shrinking over 4 events
+    # (measured: 96 → 34 at τ = 0.1 with 96.7 % validation accuracy after 1,000 steps).
+    "lru-digits": TrainConfig(pipeline=default_pipeline(0.1)),
     "lru-digits16": TrainConfig(data=DataConfig(upsample=True), steps=1500),
     "s5-digits": TrainConfig(model=ModelConfig(layer="s5")),
     # The paper's sMNIST setting (1 block, H = 8, n = 256) — needs local IDX files.

@@ -16,32 +16,35 @@ further event runs. The step counter, LR schedule and data stream are not rewoun
 
 from __future__ import annotations
 
-import copy
+import json
 import random
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..api import prepare
+from ..compiler import parse_pipeline
 from ..errors import SSMCompileError
-from ..io import ReductionEvent, load_checkpoint
+from ..io import load_checkpoint
 from ..layers import ModelSpec, build_model
 from .checkpoints import RunDirectory
 from .compile import compile_model, should_compile
 from .config import TrainConfig
-from .data import BatchStream, Split, TaskData, load_task
+from .data import BatchStream, TaskData, load_task
 from .distributed import init_distributed, shutdown, wrap_ddp
+from .evaluation import evaluate, model_spec
 from .metrics import MetricsLog, plot_hsv_spectra, plot_training
 from .optim_surgery import assign_groups, make_lr_schedule, make_optimizer
+from .pragmatic import PragmaticGuard
 from .reducer import Pipeline, reduce_model
+from .result import TrainResult
 from .state_io import (
     TrainerState,
     capture_rng,
@@ -54,70 +57,6 @@ from .state_io import (
 )
 
 Callback = Callable[["Trainer", int], None]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """The outcome of ``Trainer.fit``: the final raw model and what happened to it."""
-
-    model: nn.Module
-    history: tuple[ReductionEvent, ...]
-    dims_initial: tuple[int, ...]
-    dims_final: tuple[int, ...]
-    val_acc: float | None
-    best_val_acc: float | None
-    test_acc: float
-    steps: int
-    seconds: float
-    threads: int
-    rolled_back_at: int | None
-    out_dir: Path | None
-    metrics: list[dict]
-
-    def summary(self) -> str:
-        """A small table: state dims before/after, accuracy, time, threads."""
-        def pct(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.1f} %"
-
-        dims = " / ".join(f"{a} → {b}" for a, b in
-                          zip(self.dims_initial, self.dims_final, strict=True))
-        rows = [("state dims (per block)", dims),
-                ("reduction events", str(len({e.step for e in self.history}))),
-                ("val accuracy (final / best)", f"{pct(self.val_acc)} / {pct(self.best_val_acc)}"),
-                ("test accuracy (final model)", pct(self.test_acc)),
-                ("steps", str(self.steps)),
-                ("wall time", f"{self.seconds:.1f} s ({self.threads} thread(s))")]
-        if self.rolled_back_at is not None:
-            rows.append(("pragmatic rollback at step", str(self.rolled_back_at)))
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def model_spec(cfg: TrainConfig, data: TaskData) -> ModelSpec:
-    m = cfg.model
-    norm = m.norm if m.norm != "auto" else ("layer" if data.task == "lm" else "batch")
-    return ModelSpec(layer=m.layer, d_model=m.d_model, state_dims=(m.state_dim,) * m.n_blocks,
-                     d_output=data.n_classes, task=data.task, d_input=data.d_input,
-                     vocab_size=data.vocab_size, dropout=m.dropout, norm=norm, r_min=m.r_min,
-                     r_max=m.r_max)
-
-
-def evaluate(model: nn.Module, split: Split, batch_size: int = 256) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on ``split`` in eval mode; the mode is restored."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum, correct, count = 0.0, 0, 0
-    with torch.no_grad():
-        for i in range(0, len(split), batch_size):
-            x, y = split.x[i:i + batch_size].to(device), split.y[i:i + batch_size].to(device)
-            out = model(x)
-            loss_sum += float(F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1),
-                                              reduction="sum"))
-            correct += int((out.argmax(-1) == y).sum())
-            count += y.numel()
-    model.train(was_training)
-    return loss_sum / count, correct / count
 
 
 class Trainer:
@@ -135,6 +74,8 @@ class Trainer:
                  data: TaskData | None = None) -> None:
         self.config = config
         self.pipeline = pipeline if pipeline is not None else config.pipeline
+        if isinstance(self.pipeline, str):
+            parse_pipeline(self.pipeline)  # a typo fails now, not at the first event
         self.resume = resume
         self.callbacks = tuple(callbacks)
         self.data = data
@@ -173,9 +114,10 @@ class Trainer:
             self.blocks = tuple(b.name for b in prepare(self.model, self.example_inputs).blocks)
         self.optimizer = make_optimizer(self.model, self.blocks, cfg.optim)
         self.scheduler = make_lr_schedule(self.optimizer, cfg.steps, cfg.optim)
-        self.step, self.snapshot = 0, None
-        self.flags = {"run_id": uuid.uuid4().hex, "reducing": True, "pending": None,
-                      "rolled_back_at": None, "best_val_acc": None}
+        self.step = 0
+        self.flags = {"run_id": uuid.uuid4().hex, "reducing": True, "rolled_back_at": None,
+                      "best_val_acc": None}
+        self.guard = PragmaticGuard(cfg.pragmatic, self.run_dir, self.ctx.is_main)
         records = []
         if saved is not None:
             self._restore(saved)
@@ -193,14 +135,14 @@ class Trainer:
             {**saved.scheduler, "lr_lambdas": [None] * len(self.optimizer.param_groups)})
         self.stream.restore(saved.data, saved.perm)
         self.step, self.flags = saved.step, dict(saved.flags)
+        if saved.threads != self.config.threads:
+            warnings.warn(f"resuming with {self.config.threads} thread(s), the run used "
+                          f"{saved.threads}: CPU results may differ in the last bits",
+                          stacklevel=3)
         restore_rng(*saved.rng)
         if self.ctx.rank > 0:
             torch.manual_seed(self.config.seed + 1_000_003 * self.ctx.rank + self.step)
-        pending = self.flags["pending"]
-        if pending is not None:
-            model, meta = load_checkpoint(self.run_dir.weights("pragmatic"))
-            self.snapshot = (model.to(self.device).train(), list(meta.history),
-                             self.run_dir.snapshot_optimizer(pending["step"]))
+        self.guard.restore(self.flags.pop("pending", None), self.device)
 
     def _wrap(self) -> None:
         fwd = wrap_ddp(self.model, self.ctx)
@@ -270,12 +212,11 @@ class Trainer:
         val_loss, val_acc = evaluate(self.model, self.data.val)
         self.metrics.append({"kind": "eval", "step": step, "val_loss": val_loss,
                              "val_acc": val_acc, "dims": list(self.model.state_dims)})
-        pending = self.flags["pending"]
-        if pending is not None:
-            if val_acc < pending["baseline"] - self.config.pragmatic.tolerance:
-                self._rollback(step, val_acc)
-            else:
-                self._settle()
+        verdict = self.guard.judge(val_acc)
+        if verdict:
+            self._rollback(step, val_acc)
+        elif verdict is False:
+            self.guard.settle()
         best = self.flags["best_val_acc"]
         if best is None or val_acc > best:
             self.flags["best_val_acc"] = val_acc
@@ -290,7 +231,8 @@ class Trainer:
             val = val if val is not None else self._evaluate(step)
             if not self.flags["reducing"]:  # that evaluation rolled the last event back
                 return
-            self._keep_snapshot(step, val)
+            self.guard.keep(step, val, self.model, self.history,
+                            optimizer_state_by_name(self.optimizer, self.model), self.initial_spec)
         self.ctx.sync_module(self.model, params=False)
         try:
             new, applied = reduce_model(self.model, self.optimizer, self.pipeline,
@@ -299,10 +241,10 @@ class Trainer:
             if self.config.strict_reduction:
                 raise
             self.metrics.append({"kind": "skipped", "step": step, "reason": str(err)})
-            self._settle()
+            self.guard.settle()
             return
         if applied is None:
-            self._settle()
+            self.guard.settle()
             return
         self.ctx.check_agree(list(applied.dims_after.values()), "state dims after reduction")
         self.ctx.sync_module(new)
@@ -320,34 +262,18 @@ class Trainer:
         if self.run_dir and self.ctx.is_main:
             plot_hsv_spectra(self.metrics.records, self.run_dir.root / "hsv_spectra.png")
 
-    def _keep_snapshot(self, step: int, val: float) -> None:
-        optim = optimizer_state_by_name(self.optimizer, self.model)
-        self.snapshot = (copy.deepcopy(self.model), list(self.history), optim)
-        self.flags["pending"] = {"step": step, "baseline": val}
-        if self.run_dir and self.ctx.is_main:
-            self.run_dir.save_snapshot(self.model, optim, spec=self.model.spec.to_dict(),
-                                       initial_spec=self.initial_spec, history=self.history,
-                                       step=step)
-
-    def _settle(self) -> None:
-        """The pending event is accepted (or nothing changed): forget its snapshot."""
-        self.flags["pending"], self.snapshot = None, None
-        if self.run_dir and self.ctx.is_main:
-            self.run_dir.drop_snapshot()
-
     def _rollback(self, step: int, val_acc: float) -> None:
-        model, history, optim = self.snapshot
+        snapshot, pending = self.guard.snapshot, self.guard.pending
         dims = list(self.model.state_dims)
-        self.model, self.history = model, history
+        self.model, self.history = snapshot.model, snapshot.history
         assign_groups(self.optimizer, self.model, self.blocks)
-        restore_optimizer_state(self.optimizer, self.model, optim)
+        restore_optimizer_state(self.optimizer, self.model, snapshot.optim)
         self._wrap()
         self.metrics.append({"kind": "rollback", "step": step, "val_acc": val_acc,
-                             "baseline": self.flags["pending"]["baseline"],
-                             "event_step": self.flags["pending"]["step"],
+                             "baseline": pending["baseline"], "event_step": pending["step"],
                              "dims_from": dims, "dims_to": list(self.model.state_dims)})
         self.flags["reducing"], self.flags["rolled_back_at"] = False, step
-        self._settle()
+        self.guard.settle()
 
     def _checkpoint(self, step: int) -> None:
         if self.run_dir is None:
@@ -362,7 +288,8 @@ class Trainer:
                 scheduler={k: v for k, v in self.scheduler.state_dict().items()
                            if k != "lr_lambdas"},
                 data=data_pos, perm=perm,
-                rng=capture_rng(), metrics=self.metrics.records, flags=dict(self.flags),
+                rng=capture_rng(), metrics=self.metrics.records,
+                flags={**self.flags, "pending": self.guard.pending},
                 threads=self.config.threads)
             extra = {"checkpoint_id": ident, "step": str(step),
                      "world_size": str(self.ctx.world_size), "threads": str(self.config.threads),
@@ -388,8 +315,6 @@ class Trainer:
 
 
 def _config_json(cfg: TrainConfig) -> str:
-    import json
-
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
@@ -408,4 +333,4 @@ def train(config: TrainConfig, pipeline: Pipeline | None = None, *, resume: bool
     return Trainer(config, pipeline, resume=resume, callbacks=callbacks).fit()
 
 
-__all__ = ["Trainer", "TrainResult", "train", "evaluate", "model_spec"]
+__all__ = ["Trainer", "TrainResult", "Callback", "train"]

@@ -64,7 +64,8 @@ def test_swap_keeps_untouched_state_bit_exactly_and_resets_reduced():
     model, opt, sched, x, y = trained()
     old_params = dict(model.named_parameters())
     before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in old_params.items()}
-    lrs, epoch, groups = [g["lr"] for g in opt.param_groups], sched.last_epoch, len(opt.param_groups)
+    lrs, epoch = [g["lr"] for g in opt.param_groups], sched.last_epoch
+    groups = len(opt.param_groups)
     new, applied = reduce_model(model, opt, PIPELINE, x, step=6)
     assert applied is not None and new.state_dims == (8, 6)
     kept, reset = set(applied.swap.kept), set(applied.swap.reset)
@@ -106,7 +107,7 @@ def test_next_step_continues_kept_parameters_exactly_and_restarts_reduced_ones()
         p.grad = torch.randn_like(p)
         if name in applied.swap.kept:
             twin[name].grad = p.grad.clone()
-    for name, p in twin.items():
+    for p in twin.values():
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     step_before = {n: float(opt.state[p]["step"]) for n, p in new.named_parameters()
@@ -134,7 +135,9 @@ def test_swap_with_user_optimizer_keeps_groups_and_extras():
     new, applied = reduce_model(model, opt, PIPELINE, x, step=1)
     assert opt.param_groups[1]["params"] == [extra]
     assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in new.parameters()}
-    torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0).step()  # groups intact: no error
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)  # groups intact: no error
+    opt.step()
+    sched.step()
 
 
 def test_swap_parameters_on_identical_models_keeps_everything():

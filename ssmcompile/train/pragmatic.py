@@ -1,0 +1,73 @@
+"""Pragmatic mode: keep the model from before a reduction event, and give it back if the event
+cost validation accuracy.
+
+Just before an event the trainer measures validation accuracy (the *baseline*) and hands the
+model, its reduction history and its optimizer state (by parameter name) to ``keep``: they are
+held in memory and, when the run has a directory, in ``DIR/pragmatic.*`` so that a resumed run
+can still roll back. At the next evaluation ``judge`` says whether accuracy fell by more than
+``tolerance`` below the baseline; the trainer then rolls back (and stops reducing) or settles.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import ReductionEvent, load_checkpoint
+from .checkpoints import RunDirectory
+from .config import PragmaticConfig
+from .state_io import OptimState
+
+
+@dataclass
+class Snapshot:
+    """The pre-event model (a copy), its reduction history and optimizer state by name."""
+
+    model: nn.Module
+    history: list[ReductionEvent]
+    optim: OptimState
+
+
+class PragmaticGuard:
+    """Holds at most one pending event. ``pending`` (``{"step", "baseline"}`` or None) is
+    JSON-able: the trainer stores it in its state file and hands it back to ``restore``."""
+
+    def __init__(self, config: PragmaticConfig, run_dir: RunDirectory | None, writes: bool):
+        self.config, self.run_dir, self.writes = config, run_dir, writes
+        self.pending: dict[str, Any] | None = None
+        self.snapshot: Snapshot | None = None
+
+    def restore(self, pending: dict[str, Any] | None, device: torch.device) -> None:
+        """After a resume: reload the snapshot a pending event left on disk."""
+        self.pending = pending
+        if pending is not None and self.run_dir is not None:
+            model, meta = load_checkpoint(self.run_dir.weights("pragmatic"))
+            self.snapshot = Snapshot(model.to(device).train(), list(meta.history),
+                                     self.run_dir.snapshot_optimizer(pending["step"]))
+
+    def keep(self, step: int, baseline: float, model: nn.Module, history: list[ReductionEvent],
+             optim: OptimState, initial_spec: dict) -> None:
+        self.snapshot = Snapshot(copy.deepcopy(model), list(history), optim)
+        self.pending = {"step": step, "baseline": baseline}
+        if self.run_dir is not None and self.writes:
+            self.run_dir.save_snapshot(model, optim, spec=model.spec.to_dict(),
+                                       initial_spec=initial_spec, history=history, step=step)
+
+    def judge(self, val_acc: float) -> bool | None:
+        """None: nothing pending; True: roll back; False: the event is accepted."""
+        if self.pending is None:
+            return None
+        return val_acc < self.pending["baseline"] - self.config.tolerance
+
+    def settle(self) -> None:
+        """Forget the pending event and its snapshot (accepted, rolled back or a no-op)."""
+        self.pending, self.snapshot = None, None
+        if self.run_dir is not None and self.writes:
+            self.run_dir.drop_snapshot()
+
+
+__all__ = ["PragmaticGuard", "Snapshot"]
