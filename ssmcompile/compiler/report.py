@@ -25,6 +25,8 @@ class BlockRow:
     hinf_error: float | None
     feeds: tuple[str, ...]
     hsv: tuple[float, ...]
+    suggested: tuple[tuple[float, int], ...] = ()
+    decided: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,17 @@ class Report:
         return "\n".join(f"{name}: [{rule}] {reason}" for name, rule, reason in self.failures)
 
     def __str__(self) -> str:
-        head = ("block", "kind", "n → r", "energy kept", "bound", "measured", "note")
-        rows = [head]
-        for b in self.blocks:
-            rows.append((
-                b.name or "<model>", b.kind, f"{b.state_dim} → {b.rank}",
-                _fmt_pct(b.energy_kept), _fmt(b.bound), _fmt(b.measured_error),
-                "" if b.reduced else b.reason,
-            ))
+        if self.blocks and not any(b.decided for b in self.blocks):
+            rows = self._analysis_rows()
+        else:
+            rows = [("block", "kind", "n → r", "energy kept", "bound", "measured", "note")]
+            for b in self.blocks:
+                rows.append((
+                    b.name or "<model>", b.kind, f"{b.state_dim} → {b.rank}",
+                    _fmt_pct(b.energy_kept), _fmt(b.bound), _fmt(b.measured_error),
+                    "" if b.reduced else b.reason,
+                ))
+        head = rows[0]
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
@@ -71,6 +76,19 @@ class Report:
             out.append(f"{len(self.failures)} candidate(s) not matched (see explain())")
         out += list(self.notes)
         return "\n".join(out)
+
+
+    def _analysis_rows(self) -> list[tuple[str, ...]]:
+        """Analysis only: the spectrum's range and the ranks the energy rule suggests."""
+        taus = [tau for tau, _ in self.blocks[0].suggested]
+        rows = [("block", "kind", "n", "σ_1", "σ_n", *(f"r(τ={t:g})" for t in taus))]
+        for b in self.blocks:
+            rows.append((
+                b.name or "<model>", b.kind, str(b.state_dim),
+                _fmt(b.hsv[0] if b.hsv else None), _fmt(b.hsv[-1] if b.hsv else None),
+                *(str(r) for _, r in b.suggested),
+            ))
+        return rows
 
 
 def _fmt(x: float | None) -> str:
@@ -93,13 +111,16 @@ def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Repo
         energy = float(a.energy[r - 1]) if a is not None else None
         rows.append(BlockRow(
             name=b.name, kind=b.kind, rule=b.rule, state_dim=n, rank=r,
-            reduced=t is not None, reason=d.reason if d else "not analysed",
+            reduced=t is not None,
+            reason=d.reason if d else ("analysis only" if a else "not analysed"),
             energy_kept=energy,
             bound=v.bound if v is not None else (float(t.bound.max()) if t is not None else None),
             measured_error=v.measured if v else None,
             hinf_error=v.hinf if v else None,
             feeds=feeds.get(b.name, ()),
             hsv=tuple(sorted((float(s) for s in a.hsv.flatten()), reverse=True)) if a else (),
+            suggested=a.suggested if a is not None else (),
+            decided=d is not None,
         ))
     return Report(
         capture=state.capture.note,

@@ -195,3 +195,14 @@ def test_golden_graph_keeps_layers_as_leaves():
         target = node.target if isinstance(node.target, str) else node.target.__name__
         lines.append(f"{node.op} {target}")
     assert "\n".join(lines[:12]) == GOLDEN_GRAPH
+
+
+def test_analysis_report_shows_spectrum_and_suggested_ranks():
+    model = small_model("s4d", dims=(8, 8))
+    report = ssmcompile.analyze(model, torch.randn(2, 9, 2, dtype=torch.float64))
+    lines = _normalise(str(report)).splitlines()
+    assert lines[2] == "block kind n σ_1 σ_n r(τ=0.01) r(τ=0.02) r(τ=0.05) r(τ=0.1)"
+    for row, line in zip(report.blocks, lines[4:], strict=True):
+        ranks = [r for _, r in row.suggested]
+        assert ranks == sorted(ranks, reverse=True) and all(1 <= r <= 8 for r in ranks)
+        assert line == f"{row.name} s4d 8 <x> <x> " + " ".join(map(str, ranks))
