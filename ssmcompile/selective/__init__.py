@@ -15,6 +15,7 @@ from .adapters import (
     select_mamba1_states,
 )
 from .calibration import diagonal_decay_gramians, scalar_decay_gramians, surrogate_system
+from .lm import Corpus, LMConfig, SelectiveLM, stdlib_docstrings
 from .mamba import Mamba1Block, Mamba1Config, Mamba2Block, Mamba2Config
 from .scan import selective_scan, selective_scan_reference
 
@@ -37,4 +38,8 @@ __all__ = [
     "scalar_decay_gramians",
     "diagonal_decay_gramians",
     "surrogate_system",
+    "Corpus",
+    "LMConfig",
+    "SelectiveLM",
+    "stdlib_docstrings",
 ]

@@ -6,9 +6,11 @@ into C chunks of T ≈ √L steps as in ``ssmcompile.ops._chunked``:
 
 1. a local scan inside every chunk from a zero state (T Python steps, vectorised over chunks);
 2. the chunk-end states obey a recurrence of their own whose transition is the product of the
-   chunk's a_t (a ``cumprod``, never a division: the decays are ≤ 1 and their inverses overflow);
-   it is solved by the same function recursively;
+   chunk's a_t (a running product, never a division: the decays are ≤ 1 and their inverses
+   overflow); it is solved by the same function recursively;
 3. a fix-up adds (Π_{k≤t} a_k)·carry_{c-1} to position t of chunk c.
+
+The same function runs the recurrence backwards in time (the adjoint) without flipping copies.
 
 The selective scan on top (shapes in :func:`selective_forward`) discretises per step,
 dA_t = exp(Δ_t A) and b_t = Δ_t u_t B_t, scans, and reads out y_t = C_t · h_t. The backward
@@ -29,8 +31,11 @@ SEQUENTIAL_MAX_LEN = 16
 
 
 def chunk_size(length: int) -> int:
-    """Chunk length T for a scan of ``length`` steps (≈ √L balances steps 1 and 2)."""
-    return max(2, math.isqrt(length))
+    """Chunk length T ≈ √L for a scan of ``length`` steps; a divisor of L near √L when there is
+    one (padding would copy every full-size input once more)."""
+    root = max(2, math.isqrt(length))
+    near = [d for d in range(max(2, root // 2), 2 * root + 1) if length % d == 0]
+    return min(near, key=lambda d: abs(d - root)) if near else root
 
 
 def _pad_time(x: Tensor, total: int, value: float) -> Tensor:
@@ -38,16 +43,20 @@ def _pad_time(x: Tensor, total: int, value: float) -> Tensor:
     return x if pad == 0 else F.pad(x, (0, 0) * (x.dim() - 1) + (0, pad), value=value)
 
 
-def _sequential(a: Tensor, b: Tensor, h: Tensor, dim: int) -> None:
-    """Write h_t = a_t ⊙ h_{t-1} + b_t along ``dim`` into h (h_{-1} = 0)."""
-    h.select(dim, 0).copy_(b.select(dim, 0))
-    for t in range(1, b.shape[dim]):
-        torch.addcmul(b.select(dim, t), a.select(dim, t), h.select(dim, t - 1),
-                      out=h.select(dim, t))
+def _sequential(a: Tensor, b: Tensor, h: Tensor, dim: int, reverse: bool) -> None:
+    """Write the recurrence along ``dim`` into h, from a zero state: forward
+    h_t = a_t ⊙ h_{t-1} + b_t; reverse h_t = a_{t+1} ⊙ h_{t+1} + b_t."""
+    n = b.shape[dim]
+    first, steps, src = (n - 1, range(n - 2, -1, -1), 1) if reverse else (0, range(1, n), -1)
+    h.select(dim, first).copy_(b.select(dim, first))
+    for t in steps:
+        a_t = a.select(dim, t + 1 if reverse else t)
+        torch.addcmul(b.select(dim, t), a_t, h.select(dim, t + src), out=h.select(dim, t))
 
 
-def recurrence_time_major(a: Tensor, b: Tensor) -> Tensor:
-    """h_t = a_t ⊙ h_{t-1} + b_t with h_{-1} = 0.
+def recurrence_time_major(a: Tensor, b: Tensor, reverse: bool = False) -> Tensor:
+    """h_t = a_t ⊙ h_{t-1} + b_t (h_{-1} = 0), or with ``reverse`` h_t = a_{t+1} ⊙ h_{t+1} + b_t
+    (h_L = 0; a_0 is unused): each transition is stored at the step it leaves from.
 
     Shapes: ``b`` (L, ...); ``a`` (L, ...) broadcastable to ``b`` (e.g. a trailing 1 for a decay
     shared by all states) → h like ``b``.
@@ -55,17 +64,31 @@ def recurrence_time_major(a: Tensor, b: Tensor) -> Tensor:
     length = b.shape[0]
     if length <= SEQUENTIAL_MAX_LEN:
         h = torch.empty_like(b)
-        _sequential(a, b, h, 0)
+        _sequential(a, b, h, 0, reverse)
         return h
     T = chunk_size(length)
     C = -(-length // T)
     a, b = _pad_time(a, C * T, 1.0), _pad_time(b, C * T, 0.0)
     va, vb = a.reshape(C, T, *a.shape[1:]), b.reshape(C, T, *b.shape[1:])
     y = torch.empty_like(vb)
-    _sequential(va, vb, y, 1)
-    decay = va.cumprod(dim=1)  # decay[c, t] = Π_{k≤t} a[c, k]
-    carry = recurrence_time_major(decay[:, -1], y[:, -1])  # true state at each chunk's end
-    y[1:].addcmul_(decay[1:], carry[:-1].unsqueeze(1))
+    _sequential(va, vb, y, 1, reverse)
+    # decay[c, t]: the product of the transitions between position t and the chunk's open end
+    # (forward: Π_{k≤t} a[c, k]; reverse: Π_{k>t} a[c, k]), a running product, never a division.
+    decay = torch.empty_like(va)
+    if reverse:
+        decay[:, -1] = 1.0
+        for t in range(T - 2, -1, -1):
+            torch.mul(decay[:, t + 1], va[:, t + 1], out=decay[:, t])
+        # Chunk-start states H_c = y[c, 0] + decay[c, 0]·a[c+1, 0]·H_{c+1}.
+        link = decay[:-1, 0] * va[1:, 0]
+        H = recurrence_time_major(torch.cat([link[:1], link]), y[:, 0].contiguous(), True)
+        y[:-1].addcmul_(decay[:-1], (va[1:, 0] * H[1:]).unsqueeze(1))
+    else:
+        decay[:, 0] = va[:, 0]
+        for t in range(1, T):
+            torch.mul(decay[:, t - 1], va[:, t], out=decay[:, t])
+        carry = recurrence_time_major(decay[:, -1], y[:, -1].contiguous())
+        y[1:].addcmul_(decay[1:], carry[:-1].unsqueeze(1))
     return y.reshape(C * T, *b.shape[1:])[:length]
 
 
@@ -78,10 +101,12 @@ def discretise(u: Tensor, delta: Tensor, A: Tensor, Bm: Tensor) -> tuple[Tensor,
     """
     batch, length, D = u.shape
     G, N = Bm.shape[-2:]
-    dt = delta.transpose(0, 1)
-    dA = torch.exp(dt.unsqueeze(-1) * A)
-    du = (dt * u.transpose(0, 1)).reshape(length, batch, G, D // G, 1)
-    bu = du * Bm.transpose(0, 1).unsqueeze(3)
+    # Time-major copies of the small inputs first: elementwise ops keep their inputs' strides,
+    # and a permuted layout would make every full-size (L, batch, D, N) result permuted too.
+    dt = delta.transpose(0, 1).contiguous()
+    dA = (dt.unsqueeze(-1) * A).exp_()
+    du = (dt * u.transpose(0, 1).contiguous()).reshape(length, batch, G, D // G, 1)
+    bu = du * Bm.transpose(0, 1).contiguous().unsqueeze(3)
     return dA, bu.reshape(length, batch, D, N)
 
 
@@ -90,7 +115,7 @@ def _readout(h: Tensor, Cm: Tensor) -> Tensor:
     (batch, L, D)."""
     L, batch, D, N = h.shape
     G = Cm.shape[-2]
-    Ct = Cm.transpose(0, 1).unsqueeze(-1)  # (L, batch, G, N, 1)
+    Ct = Cm.transpose(0, 1).contiguous().unsqueeze(-1)  # (L, batch, G, N, 1)
     y = h.reshape(L, batch, G, D // G, N) @ Ct
     return y.reshape(L, batch, D).transpose(0, 1)
 
@@ -126,30 +151,28 @@ def selective_backward(
     dA, bu = discretise(u, delta, A, Bm)
     h = recurrence_time_major(dA, bu)
     del bu
-    gt = g.transpose(0, 1).reshape(L, batch, G, 1, Dg)
+    dt, ut = delta.transpose(0, 1).contiguous(), u.transpose(0, 1).contiguous()
+    Bt, Ct = Bm.transpose(0, 1).contiguous(), Cm.transpose(0, 1).contiguous()
+    gt = g.transpose(0, 1).contiguous().reshape(L, batch, G, Dg, 1)
     hg = h.reshape(L, batch, G, Dg, N)
-    g_C = (gt @ hg).squeeze(-2)  # Σ_{d∈g} g_t[d] h_t[d, n]: (L, batch, G, N)
-    g_h = (gt.transpose(-1, -2) * Cm.transpose(0, 1).unsqueeze(3)).reshape(L, batch, D, N)
-    # Reversed time s = L-1-t: λ'_s = g'_s + dA_{L-s} λ'_{s-1}; the first transition is unused.
-    a_rev = torch.cat([dA[:1], dA[1:].flip(0)])
-    lam = recurrence_time_major(a_rev, g_h.flip(0)).flip(0)
-    del g_h, a_rev
-    # s_t = ∂(Δ_t A) = λ_t ⊙ h_{t-1} ⊙ dA_t, zero at t = 0 where h_{-1} = 0.
-    s = lam[1:] * h[:-1] * dA[1:]
-    del h
+    g_C = (gt.transpose(-1, -2) @ hg).squeeze(-2)  # Σ_{d∈g} g_t[d] h_t[d, n]: (L, batch, G, N)
+    g_h = (gt * Ct.unsqueeze(3)).reshape(L, batch, D, N)
+    lam = recurrence_time_major(dA, g_h, reverse=True)
+    del g_h
+    lam_g = lam.reshape(L, batch, G, Dg, N)
+    g_du = (lam_g @ Bt.unsqueeze(-1)).reshape(L, batch, D)  # Σ_n λ B
+    du = dt * ut
+    g_B = (du.reshape(L, batch, G, 1, Dg) @ lam_g).squeeze(-2)  # Σ_{d∈g} λ Δ u
+    # s_t = ∂(Δ_t A) = λ_t ⊙ dA_t ⊙ h_{t-1}, zero at t = 0 where h_{-1} = 0 (λ is reused).
+    s = lam[1:].mul_(dA[1:]).mul_(h[:-1])
+    del h, lam, lam_g
     if A.shape[-1] == 1:
         s = s.sum(-1, keepdim=True)
-    dt = delta.transpose(0, 1)
     g_dt = torch.zeros_like(dt)
     g_dt[1:] = (s * A).sum(-1)
     g_A = (s * dt[1:].unsqueeze(-1)).sum((0, 1))
     del s
-    lam_g = lam.reshape(L, batch, G, Dg, N)
-    Bt = Bm.transpose(0, 1)
-    g_du = (lam_g @ Bt.unsqueeze(-1)).reshape(L, batch, D)  # Σ_n λ B
-    du = dt * u.transpose(0, 1)
-    g_B = (du.reshape(L, batch, G, 1, Dg) @ lam_g).squeeze(-2)  # Σ_{d∈g} λ Δ u
-    g_dt = g_dt + g_du * u.transpose(0, 1)
+    g_dt = g_dt + g_du * ut
     g_u = g_du * dt
     return (
         g_u.transpose(0, 1).contiguous(),

@@ -1,10 +1,10 @@
 """Streaming selective scan: one time step at a time, nothing of size (L, batch, D, N) stored.
 
 The chunked kernel in ``_kernel`` materialises exp(Δ A), Δ u B and all states as
-(L, batch, D, N) tensors: few Python steps, but many passes over memory. Once one time step's
-slab (batch·D·N numbers) is large, those passes dominate and a plain loop over time whose
-slab stays in cache is several times faster (``tools/bench_mamba.py --scan-only`` measures
-both). This is that loop, with in-place per-step ops; the backward keeps only the states at
+(L, batch, D, N) tensors, and ``_fused`` still stores the states for its backward. Once one time
+step's slab (batch·D·N numbers) is large, those passes over memory dominate and a plain loop
+over time whose slab stays in cache is faster (``tools/bench_mamba.py --scan-only`` times the
+kernels). This is that loop, with in-place per-step ops; the backward keeps only the states at
 chunk starts (every T ≈ √L steps) and recomputes one chunk at a time, so its memory is
 O((L/T + T)·batch·D·N) instead of O(L·batch·D·N).
 """

@@ -57,9 +57,7 @@ def _time_weights(log_decay: Tensor) -> tuple[Tensor, Tensor]:
     a2 = torch.exp(2.0 * log_decay).transpose(0, 1)  # (L, batch, H)
     ones = torch.ones_like(a2)
     nu = recurrence_time_major(a2, ones)  # ν_s = 1 + a_s² ν_{s-1}
-    # ω_s = 1 + a_{s+1}² ω_{s+1}: reversed time, transition shifted by one (first one unused).
-    a_rev = torch.cat([a2[:1], a2[1:].flip(0)])
-    omega = recurrence_time_major(a_rev, ones).flip(0)
+    omega = recurrence_time_major(a2, ones, reverse=True)  # ω_s = 1 + a_{s+1}² ω_{s+1}
     return omega.transpose(0, 1), nu.transpose(0, 1)
 
 
@@ -101,9 +99,9 @@ def _diagonal_pass(a: Tensor, v: Tensor, reverse: bool) -> Tensor:
         acc = torch.zeros_like(X)
         for t in (reversed(range(L)) if reverse else range(L)):
             # The first step multiplies a zero X, so clamping s at the edge changes nothing.
-            s = min(t + 1, L - 1) if reverse else t
-            X.mul_(av[:, s, :, :, None] * av[:, s, :, None, :])
-            X.add_(vv[:, t, :, :, None] * vv[:, t, :, None, :])
+            a_s, v_t = av[:, min(t + 1, L - 1) if reverse else t], vv[:, t]
+            X.mul_(a_s[..., :, None]).mul_(a_s[..., None, :])  # in place: X is the big one
+            X.addcmul_(v_t[..., :, None], v_t[..., None, :])
             acc.add_(X)
         total += acc.sum(0)
     return total

@@ -87,8 +87,13 @@ def calibrate_hf_mamba(model: nn.Module, input_ids: Tensor,
     replica = copy.deepcopy(model).eval()
     mixers = _layers(replica)
     seen: dict[int, Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: seen.setdefault(i, args[0]))
-             for i, m in enumerate(mixers)]
+
+    def keep(i: int):
+        def hook(mod, args) -> None:  # returns None: the mixer's input is left as it is
+            seen.setdefault(i, args[0].detach())
+        return hook
+
+    hooks = [m.register_forward_pre_hook(keep(i)) for i, m in enumerate(mixers)]
     try:
         with torch.no_grad():
             replica(input_ids=input_ids[: options.max_sequences])

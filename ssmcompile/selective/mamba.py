@@ -35,6 +35,9 @@ from torch import Tensor, nn
 
 from .scan import selective_scan
 
+# Step-mode state: (conv window (batch, d_inner, d_conv − 1), SSM state (batch, d_inner, N)).
+State = tuple[Tensor, Tensor]
+
 
 @dataclass(frozen=True)
 class Mamba1Config:
@@ -142,7 +145,8 @@ class Mamba1Block(nn.Module):
         return int(self.A_log.shape[-1])
 
     def extra_repr(self) -> str:
-        return f"d_model={self.config.d_model}, d_inner={self.config.d_inner}, d_state={self.state_dim}"
+        c = self.config
+        return f"d_model={c.d_model}, d_inner={c.d_inner}, d_state={self.state_dim}"
 
     def _selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Δ (..., d_inner), B, C (..., N) from the convolved x (..., d_inner)."""
@@ -164,13 +168,13 @@ class Mamba1Block(nn.Module):
         y = selective_scan(x, delta, A, B, C) + self.D * x
         return self.out_proj(y * F.silu(z))
 
-    def initial_state(self, batch_size: int) -> tuple[Tensor, Tensor]:
+    def initial_state(self, batch_size: int) -> State:
         """(conv window (batch, d_inner, d_conv − 1), SSM state (batch, d_inner, N)), zeros."""
         w = self.A_log
         E, K = self.config.d_inner, self.config.d_conv
         return w.new_zeros(batch_size, E, K - 1), w.new_zeros(batch_size, E, self.state_dim)
 
-    def step(self, u_k: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def step(self, u_k: Tensor, state: State) -> tuple[Tensor, State]:
         """One token. u_k (batch, d_model), state as :meth:`initial_state` → (y_k, state)."""
         window, h = state
         x, z = self.in_proj(u_k).chunk(2, dim=-1)
@@ -242,13 +246,13 @@ class Mamba2Block(nn.Module):
         y = y + self.D.repeat_interleave(P) * x
         return self.out_proj(y * F.silu(z))
 
-    def initial_state(self, batch_size: int) -> tuple[Tensor, Tensor]:
+    def initial_state(self, batch_size: int) -> State:
         """(conv window (batch, d_inner, d_conv − 1), SSM state (batch, d_inner, N)), zeros."""
         w = self.A_log
         E, K = self.config.d_inner, self.config.d_conv
         return w.new_zeros(batch_size, E, K - 1), w.new_zeros(batch_size, E, self.state_dim)
 
-    def step(self, u_k: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def step(self, u_k: Tensor, state: State) -> tuple[Tensor, State]:
         """One token. u_k (batch, d_model), state as :meth:`initial_state` → (y_k, state)."""
         window, h = state
         cfg = self.config

@@ -10,10 +10,12 @@ gate stay outside the op, so its schema is five plain tensors in, one out.
 
 Why an opaque op (as for the LTI scans in ``ssmcompile.ops``): fx, ``torch.export`` and dynamo
 see one node with a fake kernel instead of a length-dependent loop. The eager body is the chunked
-kernel in ``_kernel`` (≈2√L Python steps) for small per-step slabs and the streaming loop in
-``_streaming`` for large ones (batch·D·N ≥ ``STREAM_MIN_SLAB``);
-:func:`selective_scan_reference` is their readable sequential twin. The backward is a second opaque op, ``selective_scan_backward``, that recomputes
-the states (first-order gradients only: the backward itself is not differentiable).
+kernel in ``_kernel`` (≈2√L Python steps, everything materialised) for small problems, the
+chunk-parallel ``_fused`` kernel (≈3√L steps on cache-sized slabs) for medium ones and the
+per-step loop in ``_streaming`` for large per-step slabs (see ``_kernels``);
+:func:`selective_scan_reference` is their readable sequential twin. The backward is a second
+opaque op, ``selective_scan_backward``, that recomputes the states (first-order gradients only:
+the backward itself is not differentiable).
 
 On CUDA, :func:`selective_scan` hands the work to ``mamba_ssm``'s fused kernel when that package
 is importable; it is never required.
@@ -27,17 +29,28 @@ import torch
 from torch import Tensor
 
 from ..errors import ShapeError
+from ._fused import fused_backward, fused_forward
 from ._kernel import selective_backward, selective_forward
 from ._streaming import streaming_backward, streaming_forward
 
 _FLOATS = (torch.float32, torch.float64)
-# From this many numbers per time step (batch·D·N) on, the streaming loop beats the chunked
-# kernel on CPU (its per-step slab stays in cache; measured with tools/bench_mamba.py --scan-only).
-STREAM_MIN_SLAB = 8192
+# Which eager kernel runs. Materialising everything (``_kernel``) is cheapest while L·batch·D·N
+# is small; from a per-step slab batch·D·N of STREAM_MIN_SLAB on, the per-step loop
+# (``_streaming``); in between, the chunk-parallel kernel (``_fused``). Thresholds from training
+# steps of the char LM in tools/bench_mamba.py with the kernels taking turns (2 busy cores,
+# d_inner 64, batch 8, L 128: N = 128 streaming 262 ms vs fused 308 vs chunked 764; N = 12 fused
+# 47 ms vs chunked 63 vs streaming 179); ``--scan-only`` times the bare kernels.
+CHUNKED_MAX_NUMEL = 2**18
+STREAM_MIN_SLAB = 2**16
 
 
-def _streams(u: Tensor, B: Tensor) -> bool:
-    return u.shape[0] * u.shape[2] * B.shape[-1] >= STREAM_MIN_SLAB
+def _kernels(u: Tensor, B: Tensor):
+    slab = u.shape[0] * u.shape[2] * B.shape[-1]
+    if slab * u.shape[1] <= CHUNKED_MAX_NUMEL:
+        return selective_forward, selective_backward
+    if slab >= STREAM_MIN_SLAB:
+        return streaming_forward, streaming_backward
+    return fused_forward, fused_backward
 
 
 def _check(u, delta, A, B, C) -> None:
@@ -73,8 +86,7 @@ def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     _check(u, delta, A, B, C)
     if u.numel() == 0 or B.shape[-1] == 0:
         return torch.zeros_like(u)
-    forward = streaming_forward if _streams(u, B) else selective_forward
-    return forward(u, delta, A, B, C).contiguous()
+    return _kernels(u, B)[0](u, delta, A, B, C).contiguous()
 
 
 @_selective_scan_op.register_fake
@@ -89,8 +101,7 @@ def _selective_scan_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     if u.numel() == 0 or B.shape[-1] == 0:
         return tuple(torch.zeros_like(t) for t in (u, delta, A, B, C))  # type: ignore[return-value]
-    backward = streaming_backward if _streams(u, B) else selective_backward
-    return backward(grad, u, delta, A, B, C)
+    return _kernels(u, B)[1](grad, u, delta, A, B, C)
 
 
 @_selective_scan_backward_op.register_fake
@@ -126,7 +137,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) ->
     (D, N) or (D, 1); ``B``, ``C`` (batch, L, G, N), G | D → y (batch, L, D). All float32 or all
     float64. Raises ShapeError on bad shapes/dtypes.
     """
-    fused = _mamba_ssm_scan() if u.is_cuda else None
+    # fx proxies are not tensors (and not on CUDA): they record the op node.
+    fused = _mamba_ssm_scan() if isinstance(u, Tensor) and u.is_cuda else None
     if fused is not None and u.dtype == torch.float32:
         # mamba_ssm wants channels before time and a full (D, N) A.
         N = B.shape[-1]
