@@ -45,7 +45,10 @@ class BalancedTruncation(ModulePass):
 
     def run(self, state: CompileState) -> PassResult:
         policy = self.policy()
-        analyses = [state.analyses.get(b.name) or analyse_block(state, b) for b in state.blocks]
+        # A block already rewritten by an earlier pass is analysed again: its cached analysis
+        # describes the system before that rewrite.
+        analyses = [analyse_block(state, b) if b.name in state.rewrites or b.name not in
+                    state.analyses else state.analyses[b.name] for b in state.blocks]
         decisions = policy.decide(analyses)
         state.decisions.update(decisions)
         todo = [b for b in state.blocks if decisions[b.name].reduce]

@@ -73,6 +73,7 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
         new = block.adapter.rebuild(module, result.system)
     state.model = replace_module(state.model, block.name, new)
     state.rewrites[block.name] = result
+    state.bounds[block.name] = state.bounds.get(block.name, 0.0) + float(result.bound.max())
     return result
 
 

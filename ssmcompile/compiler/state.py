@@ -104,6 +104,9 @@ class CompileState:
     analyses: dict[str, BlockAnalysis] = field(default_factory=dict)
     decisions: dict[str, RankDecision] = field(default_factory=dict)
     rewrites: dict[str, TruncationResult] = field(default_factory=dict)
+    # Bounds add up when one pipeline truncates a block twice (triangle inequality), so verify
+    # checks the original against the final model with the sum.
+    bounds: dict[str, float] = field(default_factory=dict)
     verifications: dict[str, BlockVerification] = field(default_factory=dict)
     output_error: float | None = None
     history: list[tuple[str, bool]] = field(default_factory=list)

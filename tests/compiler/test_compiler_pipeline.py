@@ -168,3 +168,17 @@ def test_user_defined_scan_module_is_found_probed_and_reduced():
     assert (row.state_dim, row.rank) == (16, 6)
     assert reduced.mixer.state_dim == 6
     assert row.measured_error <= row.bound * (1 + 1e-6) + 1e-8
+
+
+def test_two_truncations_in_one_pipeline_compose_and_bounds_add():
+    model = small_model("lru", dims=(12, 10))
+    x = _x()
+    out, report, state = run_pipeline(
+        model, x, "balanced-truncation{rank=8},balanced-truncation{rank=5},verify{hinf=true}")
+    assert out.state_dims == (5, 5)
+    for row in report.blocks:
+        assert row.rank == 5
+        # the final model is compared with the caller's: errors add, so the bounds do too
+        assert row.bound == pytest.approx(state.bounds[row.name])
+        assert row.measured_error <= row.bound * (1 + 1e-6) + 1e-8
+        assert row.hinf_error <= row.bound * (1 + 1e-6) + 1e-8
