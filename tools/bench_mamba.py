@@ -149,7 +149,7 @@ def train(arm: str, corpus: Corpus, args: argparse.Namespace) -> tuple[dict, Sel
         (before if step < event_step or event_step < 0 else after).append(dt)
     wall = time.perf_counter() - t_start
     nats = evaluate(model, val, args.batch)
-    return {"arm": arm, "dims": model.state_dims(), "val_ppl": math.exp(nats),
+    return {"arm": arm, "dims": model.state_dims, "val_ppl": math.exp(nats),
             "val_bpc": nats / math.log(2), "wall_s": wall,
             "step_ms_before": 1e3 * statistics.median(before) if before else None,
             "step_ms_after": 1e3 * statistics.median(after) if after else None,

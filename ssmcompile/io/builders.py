@@ -6,6 +6,7 @@ file names. ``"ssm-model"`` (``SSMModel`` from a ``ModelSpec`` dict) is pre-regi
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,17 +58,24 @@ def register_builder(name: str, builder: ModelBuilder) -> None:
     _BUILDERS[name] = builder
 
 
+# Builders that live in an optional part of this package, registered when it is imported.
+# Fixed names to fixed modules of our own: a name read from a file is only ever a dict key.
+_BUILTIN_PROVIDERS: dict[str, str] = {"selective-lm": "ssmcompile.selective"}
+
+
 def get_builder(name: str) -> ModelBuilder:
     """The registered builder ``name``, else CheckpointError listing the known ones."""
+    if isinstance(name, str) and name not in _BUILDERS and name in _BUILTIN_PROVIDERS:
+        importlib.import_module(_BUILTIN_PROVIDERS[name])  # registers it
     builder = _BUILDERS.get(name) if isinstance(name, str) else None
     if builder is None:
-        known = ", ".join(sorted(_BUILDERS))
+        known = ", ".join(registered_builders())
         raise CheckpointError(f"unknown model builder {name!r} (allowed: {known})")
     return builder
 
 
 def registered_builders() -> tuple[str, ...]:
-    return tuple(sorted(_BUILDERS))
+    return tuple(sorted(set(_BUILDERS) | set(_BUILTIN_PROVIDERS)))
 
 
 def call_builder(what: str, fn: Callable[..., Any], *args: Any) -> Any:

@@ -1,7 +1,8 @@
 """Selective SSMs: Mamba blocks, the selective-scan op and their state-dimension reduction.
 
-Importing this package registers ``torch.ops.ssmcompile.selective_scan`` and the adapters for
-:class:`Mamba1Block` / :class:`Mamba2Block` with the compiler core. The Hugging Face adapter
+Importing this package registers ``torch.ops.ssmcompile.selective_scan``, the adapters for
+:class:`Mamba1Block` / :class:`Mamba2Block` with the compiler core and the ``"selective-lm"``
+checkpoint builder. The Hugging Face adapter
 (:mod:`ssmcompile.selective.hf`) imports ``transformers`` only when used (extra ``[hf]``).
 """
 
@@ -15,11 +16,13 @@ from .adapters import (
     select_mamba1_states,
 )
 from .calibration import diagonal_decay_gramians, scalar_decay_gramians, surrogate_system
+from .checkpoint import BUILDER_NAME, SELECTIVE_LM_BUILDER, register_selective_builder
 from .lm import Corpus, LMConfig, SelectiveLM, stdlib_docstrings
 from .mamba import Mamba1Block, Mamba1Config, Mamba2Block, Mamba2Config
 from .scan import selective_scan, selective_scan_reference
 
 register_mamba_adapters()
+register_selective_builder()
 
 __all__ = [
     "selective_scan",
@@ -42,4 +45,7 @@ __all__ = [
     "LMConfig",
     "SelectiveLM",
     "stdlib_docstrings",
+    "BUILDER_NAME",
+    "SELECTIVE_LM_BUILDER",
+    "register_selective_builder",
 ]

@@ -11,14 +11,17 @@ RMSNorm → linear head. Blocks live at ``layers.{i}.mixer`` so a reduction swap
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..layers.spec import SpecError
 from .mamba import Mamba1Block, Mamba1Config, Mamba2Block, Mamba2Config
 
 __all__ = ["CORPUS_MODULES", "Corpus", "stdlib_docstrings", "LMConfig", "SelectiveLM"]
@@ -100,7 +103,11 @@ class Corpus:
 
 @dataclass(frozen=True)
 class LMConfig:
-    """``structure``: ``"mamba1"`` or ``"mamba2"``; the rest sizes the model."""
+    """``structure``: ``"mamba1"`` or ``"mamba2"``; the rest sizes the model.
+
+    ``layer_d_states``: per-layer state dimensions (empty: every layer has ``d_state``), so a
+    model whose layers were reduced to different sizes can be described and rebuilt.
+    """
 
     vocab_size: int
     d_model: int = 32
@@ -111,14 +118,80 @@ class LMConfig:
     d_conv: int = 4
     head_dim: int = 16
     n_groups: int = 1
+    layer_d_states: tuple[int, ...] = ()
 
-    def block_config(self) -> Mamba1Config | Mamba2Config:
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def d_state_of(self, layer: int) -> int:
+        return self.layer_d_states[layer] if self.layer_d_states else self.d_state
+
+    @property
+    def state_dims(self) -> tuple[int, ...]:
+        return tuple(self.d_state_of(i) for i in range(self.n_layers))
+
+    def block_config(self, layer: int = 0) -> Mamba1Config | Mamba2Config:
+        n = self.d_state_of(layer)
         if self.structure == "mamba1":
-            return Mamba1Config(self.d_model, self.d_state, self.d_conv, self.expand)
-        if self.structure == "mamba2":
-            return Mamba2Config(self.d_model, self.d_state, self.d_conv, self.expand,
-                                self.head_dim, self.n_groups)
-        raise ValueError(f"structure must be 'mamba1' or 'mamba2', got {self.structure!r}")
+            return Mamba1Config(self.d_model, n, self.d_conv, self.expand)
+        return Mamba2Config(self.d_model, n, self.d_conv, self.expand, self.head_dim,
+                            self.n_groups)
+
+    def with_state_dims(self, dims: tuple[int, ...]) -> LMConfig:
+        """This config with layer ``i`` holding ``dims[i]`` states."""
+        return dataclasses.replace(self, layer_d_states=tuple(dims))
+
+    def canonical(self) -> LMConfig:
+        """``layer_d_states`` spelled out for every layer (equal architectures compare equal)."""
+        return self.with_state_dims(self.state_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples as lists) that ``from_dict`` accepts."""
+        d = dataclasses.asdict(self)
+        d["layer_d_states"] = list(self.layer_d_states)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LMConfig:
+        """Inverse of ``to_dict``; SpecError on unknown keys, missing or badly typed values."""
+        if not isinstance(d, dict):
+            raise SpecError(f"LMConfig spec must be a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SpecError(f"unknown LMConfig keys: {', '.join(unknown)}")
+        d = dict(d)
+        dims = d.get("layer_d_states", ())
+        if not isinstance(dims, (list, tuple)):
+            raise SpecError(f"layer_d_states must be a list of ints, got {dims!r}")
+        d["layer_d_states"] = tuple(dims)
+        try:
+            return cls(**d)
+        except TypeError as err:  # missing required fields
+            raise SpecError(f"incomplete LMConfig: {err}") from None
+
+
+def _validate(c: LMConfig) -> None:
+    def is_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "d_conv",
+                 "head_dim", "n_groups"):
+        v = getattr(c, name)
+        if not is_int(v) or v < 1:
+            raise SpecError(f"LMConfig.{name} must be an int >= 1, got {v!r}")
+    if c.structure not in ("mamba1", "mamba2"):
+        raise SpecError(f"structure must be 'mamba1' or 'mamba2', got {c.structure!r}")
+    if c.layer_d_states and len(c.layer_d_states) != c.n_layers:
+        raise SpecError(f"layer_d_states has {len(c.layer_d_states)} entries for "
+                        f"{c.n_layers} layers")
+    if not all(is_int(n) and n >= 1 for n in c.layer_d_states):
+        raise SpecError(f"layer_d_states must be ints >= 1, got {list(c.layer_d_states)}")
+    if c.structure == "mamba2":
+        d_inner = c.expand * c.d_model
+        if d_inner % c.head_dim or (d_inner // c.head_dim) % c.n_groups:
+            raise SpecError(f"mamba2: d_inner = {d_inner} must split into heads of "
+                            f"{c.head_dim}, a multiple of n_groups = {c.n_groups}")
 
 
 class _Layer(nn.Module):
@@ -138,10 +211,9 @@ class SelectiveLM(nn.Module):
         super().__init__()
         self.config = config
         block = Mamba1Block if config.structure == "mamba1" else Mamba2Block
-        cfg = config.block_config()
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.layers = nn.ModuleList(_Layer(block(cfg), config.d_model)
-                                    for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(_Layer(block(config.block_config(i)), config.d_model)
+                                    for i in range(config.n_layers))
         self.norm = nn.RMSNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
@@ -151,5 +223,12 @@ class SelectiveLM(nn.Module):
             x = layer(x)
         return self.head(self.norm(x))
 
+    @property
     def state_dims(self) -> tuple[int, ...]:
+        """Current state dimension of each layer, read from the mixers."""
         return tuple(int(layer.mixer.state_dim) for layer in self.layers)
+
+    @property
+    def spec(self) -> LMConfig:
+        """The build config with the *current* per-layer state dimensions (for checkpoints)."""
+        return self.config.with_state_dims(self.state_dims)

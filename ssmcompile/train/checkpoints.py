@@ -32,14 +32,17 @@ WEIGHTS, STATE = ".safetensors", ".state.safetensors"
 
 
 class RunDirectory:
-    """Checkpoint files of one run in ``root`` (created if missing)."""
+    """Checkpoint files of one run in ``root`` (created if missing); weights files name the
+    allow-listed model ``builder`` (``ssmcompile.io.register_builder``)."""
 
-    def __init__(self, root: str | os.PathLike[str], keep_last: int = 2):
+    def __init__(self, root: str | os.PathLike[str], keep_last: int = 2,
+                 builder: str = "ssm-model"):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise CheckpointError(f"output path is not a directory: {self.root}")
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_last = keep_last
+        self.builder = builder
 
     def weights(self, stem: str) -> Path:
         return self.root / (stem + WEIGHTS)
@@ -53,7 +56,8 @@ class RunDirectory:
         """Trainer state first, then weights; both name ``extra["checkpoint_id"]``."""
         if state is not None:
             save_trainer_state(self.state(stem), state)
-        save_checkpoint(self.weights(stem), model, spec=spec, initial_spec=initial_spec,
+        save_checkpoint(self.weights(stem), model, builder=self.builder, spec=spec,
+                        initial_spec=initial_spec,
                         history=tuple(history), extra=extra)
 
     def save_step(self, step: int, model: nn.Module, **kwargs) -> None:
@@ -101,7 +105,8 @@ class RunDirectory:
         tensors = {f"optim/{name}/{key}": v for name, entry in optim.items()
                    for key, v in entry.items()}
         save_tensors_atomic(self.state("pragmatic"), tensors, {"step": str(step)})
-        save_checkpoint(self.weights("pragmatic"), model, spec=spec, initial_spec=initial_spec,
+        save_checkpoint(self.weights("pragmatic"), model, builder=self.builder, spec=spec,
+                        initial_spec=initial_spec,
                         history=tuple(history), extra={"step": str(step)})
 
     def snapshot_optimizer(self, step: int) -> OptimState:

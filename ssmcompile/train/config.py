@@ -31,6 +31,9 @@ from .schedule import ReductionSchedule, ScheduleError
 
 DEFAULT_TAU = 0.05
 
+# Layers that build a selective (Mamba) language model rather than an SSMModel.
+SELECTIVE_LAYERS = ("mamba1", "mamba2")
+
 
 def default_pipeline(tau: float = DEFAULT_TAU) -> str:
     """The pipeline the trainer runs at each event unless given another one."""
@@ -47,6 +50,9 @@ class ModelConfig:
 
     ``state_dim`` is every block's initial n; ``norm`` ``"auto"`` means BatchNorm for
     classification and LayerNorm for language modelling (BatchNorm leaks future tokens).
+    ``layer`` ``"mamba1"`` / ``"mamba2"`` (``SELECTIVE_LAYERS``, text data only) trains a
+    ``ssmcompile.selective.SelectiveLM`` instead: ``n_blocks`` layers of width ``d_model`` with
+    d_state = ``state_dim``; ``dropout``, ``norm``, ``r_min`` and ``r_max`` do not apply.
     """
 
     layer: str = "lru"
@@ -238,6 +244,8 @@ def _validate(c: TrainConfig) -> None:
     need(c.data.batch_size >= 1, f"data.batch_size must be >= 1, got {c.data.batch_size}")
     need(c.model.norm in ("auto", "batch", "layer"),
          f"model.norm must be auto|batch|layer, got {c.model.norm!r}")
+    need(c.model.layer not in SELECTIVE_LAYERS or c.data.dataset == "text",
+         f"model.layer={c.model.layer!r} is a language model: it needs data.dataset='text'")
     need(c.model.state_dim >= 1 and c.model.n_blocks >= 1 and c.model.d_model >= 1,
          "model.state_dim, model.n_blocks and model.d_model must be >= 1")
     o = c.optim
@@ -266,6 +274,13 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     "lru-text": TrainConfig(
         model=ModelConfig(d_model=64, state_dim=64, n_blocks=2, norm="layer"),
+        data=DataConfig(dataset="text", path="input.txt", batch_size=32, seq_len=128,
+                        val_fraction=0.05, test_fraction=0.05),
+        steps=2000, eval_every=200, checkpoint_every=200,
+    ),
+    # A small Mamba-2 character LM: 2 layers, d_state 32 shrinking in training.
+    "mamba2-text": TrainConfig(
+        model=ModelConfig(layer="mamba2", d_model=32, state_dim=32, n_blocks=2),
         data=DataConfig(dataset="text", path="input.txt", batch_size=32, seq_len=128,
                         val_fraction=0.05, test_fraction=0.05),
         steps=2000, eval_every=200, checkpoint_every=200,
@@ -303,4 +318,4 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "PragmaticConfig",
            "TrainConfig", "PRESETS", "get_preset", "load_config", "default_pipeline",
-           "DEFAULT_TAU"]
+           "DEFAULT_TAU", "SELECTIVE_LAYERS"]

@@ -27,16 +27,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..api import prepare
 from ..compiler import parse_pipeline
 from ..errors import SSMCompileError
-from ..io import load_checkpoint
-from ..layers import ModelSpec, build_model
+from ..io import get_builder, load_checkpoint
+from ..layers import build_model
 from .checkpoints import RunDirectory
 from .compile import compile_model, should_compile
-from .config import TrainConfig
+from .config import SELECTIVE_LAYERS, TrainConfig
 from .data import BatchStream, TaskData, load_task
 from .distributed import init_distributed, shutdown, wrap_ddp
 from .evaluation import evaluate, model_spec
@@ -88,7 +88,9 @@ class Trainer:
         cfg = self.config
         self.ctx = init_distributed(cfg.device)
         self.device = self.ctx.device
-        self.run_dir = RunDirectory(cfg.out_dir, cfg.keep_last) if cfg.out_dir else None
+        self.builder = builder_name(cfg)
+        self.run_dir = (RunDirectory(cfg.out_dir, cfg.keep_last, self.builder) if cfg.out_dir
+                        else None)
         self.data = self.data or load_task(cfg.data)
         self.stream = BatchStream(len(self.data.train), cfg.data.batch_size, cfg.seed,
                                   rank=self.ctx.rank, world_size=self.ctx.world_size)
@@ -97,15 +99,17 @@ class Trainer:
             self.run_dir.remove_stale_temp_files()
             stem = self.run_dir.resume_stem()
             model, meta = load_checkpoint(self.run_dir.weights(stem))
+            if meta.builder != self.builder:
+                raise SSMCompileError(f"cannot resume: the run's model is {meta.builder!r}, "
+                                      f"the config describes {self.builder!r}")
             self.initial_spec, self.history = meta.initial_spec, list(meta.history)
             saved = load_trainer_state(self.run_dir.state(stem))
         else:
             torch.manual_seed(cfg.seed)
             random.seed(cfg.seed)
             np.random.seed(cfg.seed)
-            spec = model_spec(cfg, self.data)
-            model = build_model(spec)
-            self.initial_spec, self.history = spec.to_dict(), []
+            model = initial_model(cfg, self.data)
+            self.initial_spec, self.history = model.spec.to_dict(), []
             if self.ctx.rank > 0:  # own dropout stream per rank (DDP syncs the weights)
                 torch.manual_seed(cfg.seed + 1_000_003 * self.ctx.rank)
         self.model = model.to(self.device).train()
@@ -163,7 +167,7 @@ class Trainer:
 
     def _loop(self) -> TrainResult:
         cfg, train = self.config, self.data.train
-        dims_initial = tuple(ModelSpec.from_dict(self.initial_spec).state_dims)
+        dims_initial = tuple(get_builder(self.builder).state_dims(self.initial_spec).values())
         bar = _progress(cfg, self.step, self.ctx.is_main)
         start, window_start, window = time.perf_counter(), time.perf_counter(), []
         while self.step < cfg.steps:
@@ -312,6 +316,24 @@ class Trainer:
             seconds=seconds, threads=self.config.threads,
             rolled_back_at=self.flags["rolled_back_at"],
             out_dir=self.run_dir.root if self.run_dir else None, metrics=self.metrics.records)
+
+
+def builder_name(cfg: TrainConfig) -> str:
+    """The checkpoint builder of the model ``cfg`` trains."""
+    return "selective-lm" if cfg.model.layer in SELECTIVE_LAYERS else "ssm-model"
+
+
+def initial_model(cfg: TrainConfig, data: TaskData) -> nn.Module:
+    """A freshly initialised model for ``cfg`` on ``data`` (an ``SSMModel``, or a
+    ``SelectiveLM`` for a selective layer); its ``spec.to_dict()`` is the initial spec."""
+    if cfg.model.layer not in SELECTIVE_LAYERS:
+        return build_model(model_spec(cfg, data))
+    from ..selective import LMConfig, SelectiveLM  # registers the "selective-lm" builder
+
+    if data.task != "lm" or data.vocab_size is None:
+        raise SSMCompileError(f"model.layer={cfg.model.layer!r} needs a text (lm) dataset")
+    m = cfg.model
+    return SelectiveLM(LMConfig(data.vocab_size, m.d_model, m.n_blocks, m.layer, m.state_dim))
 
 
 def _config_json(cfg: TrainConfig) -> str:

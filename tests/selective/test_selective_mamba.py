@@ -77,4 +77,4 @@ def test_lm_shapes_and_corpus():
     for structure in ("mamba1", "mamba2"):
         lm = SelectiveLM(LMConfig(corpus.vocab_size, 16, 2, structure, 8, head_dim=8))
         assert lm(w[:, :-1]).shape == (3, 16, corpus.vocab_size)
-        assert lm.state_dims() == (8, 8)
+        assert lm.state_dims == (8, 8)

@@ -169,7 +169,7 @@ def test_core_pipeline_on_the_language_model():
     lm = SelectiveLM(LMConfig(96, 16, 2, "mamba2", 16, head_dim=8))
     ids = torch.randint(0, 96, (4, 32))
     reduced, _, state = ssmcompile.run_pipeline(lm, ids, "balanced-truncation{rank=5}")
-    assert reduced.state_dims() == (5, 5) and lm.state_dims() == (16, 16)
+    assert reduced.state_dims == (5, 5) and lm.state_dims == (16, 16)
     assert set(state.rewrites) == {"layers.0.mixer", "layers.1.mixer"}
     held = torch.randint(0, 96, (4, 32))
     assert _rel(reduced(held), lm(held)) < 0.05
