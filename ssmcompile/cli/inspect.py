@@ -37,7 +37,8 @@ def describe(path: Path, quiet: bool = True) -> dict[str, Any]:
         "file_bytes": path.stat().st_size,
         "format_version": meta.format_version,
         "builder": meta.builder,
-        "layer": meta.spec.get("layer"),
+        # "layer" in ssm-model specs, "structure" (mamba1|mamba2) in selective-lm ones
+        "layer": meta.spec.get("layer", meta.spec.get("structure")),
         "d_model": meta.spec.get("d_model"),
         "blocks": [{"name": k, "state_dim": n, "initial_state_dim": initial.get(k)}
                    for k, n in dims.items()],
