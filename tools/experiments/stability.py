@@ -1,0 +1,96 @@
+"""Rank stability of Hankel singular values over training (experiment C's measures).
+
+The full (never reduced) model keeps the identity of its modes — state i is parameter row i at
+every step — so the states a truncation would keep early in training can be compared with the
+ones it would keep at the end. Three measures, each of snapshot t against the final one:
+
+- ``topr_overlap``: |top-r modes at t ∩ top-r modes at the end| / r, modes ranked by their
+  modal Hankel score s_i = ‖b_i‖·‖c_i‖ / (1 − |λ_i|²) (the HSV of mode i on its own, which
+  the true HSVs approach when modes are well separated). Chance level: r / n.
+- ``kendall``: Kendall's τ-b between the modal scores at t and at the end (all n modes).
+- ``subspace_overlap``: ‖Q_tᴴ Q_end‖²_F / r with Q an orthonormal basis of the r-dimensional
+  state subspace balanced truncation keeps (span of L_P V_r, the columns of T that survive):
+  1 = the same subspace, r / n = chance. Needs no mode identity, so it also sees mixing.
+
+r is what the τ rule picks on the *final* spectrum for each τ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ssmcompile.numerics import LTISystem, balancing_svd, energy_rank, hankel_singular_values
+
+
+def modal_scores(system: LTISystem) -> np.ndarray:
+    """(n,) modal Hankel scores of a diagonal system (see the module docstring)."""
+    lam = system.A.to(torch.complex128)
+    b = torch.linalg.vector_norm(system.B.to(torch.complex128), dim=-1)  # B (n, m) → (n,)
+    c = torch.linalg.vector_norm(system.C.to(torch.complex128), dim=-2)  # C (p, n) → (n,)
+    return (b * c / (1.0 - lam.abs() ** 2)).numpy()
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's τ-b of two equally long score vectors (O(n²) memory; n ≤ a few thousand)."""
+    iu = np.triu_indices(len(a), 1)
+    x = np.sign(a[:, None] - a[None, :])[iu]
+    y = np.sign(b[:, None] - b[None, :])[iu]
+    den = np.sqrt(float(np.count_nonzero(x)) * float(np.count_nonzero(y)))
+    return float((x * y).sum() / den) if den > 0 else 0.0
+
+
+def topr_overlap(a: np.ndarray, b: np.ndarray, r: int) -> float:
+    """Fraction of the r highest-scoring indices that ``a`` and ``b`` share."""
+    top_a = set(np.argsort(-a, kind="stable")[:r].tolist())
+    top_b = set(np.argsort(-b, kind="stable")[:r].tolist())
+    return len(top_a & top_b) / r
+
+
+def kept_subspace(system: LTISystem, r: int) -> torch.Tensor:
+    """(n, r) orthonormal basis of the state directions balanced truncation keeps at rank r."""
+    A = system.A.to(torch.complex128)
+    bal = balancing_svd(A, system.B.to(torch.complex128), system.C.to(torch.complex128))
+    directions = bal.L_P @ bal.Vh[:r].mH  # T[:, :r] up to the Σ_r^{-1/2} column scaling
+    return torch.linalg.qr(directions).Q
+
+
+def subspace_overlap(q_a: torch.Tensor, q_b: torch.Tensor) -> float:
+    """‖Q_aᴴ Q_b‖²_F / r for two (n, r) orthonormal bases: mean cos² of the principal angles."""
+    return float(torch.linalg.matrix_norm(q_a.mH @ q_b) ** 2 / q_a.shape[-1])
+
+
+def stability_report(snapshots: list[tuple[int, dict[str, LTISystem]]],
+                     taus: tuple[float, ...]) -> dict:
+    """Every measure of every snapshot against the last one, per block (JSON-able).
+
+    ``snapshots``: (step, block name → system) in step order; the last is the reference.
+    """
+    steps = [s for s, _ in snapshots]
+    final = snapshots[-1][1]
+    blocks = {}
+    for name, ref in final.items():
+        ref_hsv = hankel_singular_values(ref.A, ref.B, ref.C)
+        ref_scores = modal_scores(ref)
+        n = ref.state_dim
+        ranks = {str(t): int(energy_rank(ref_hsv, t)) for t in taus}
+        ref_bases = {t: kept_subspace(ref, r) for t, r in ranks.items()}
+        out = {"n": n, "ranks": ranks, "kendall": [], "hsv": [], "tau_rank": {t: [] for t in ranks},
+               "topr_overlap": {t: [] for t in ranks}, "subspace_overlap": {t: [] for t in ranks}}
+        for _, systems in snapshots:
+            system = systems[name]
+            hsv = hankel_singular_values(system.A, system.B, system.C)
+            scores = modal_scores(system)
+            out["kendall"].append(kendall_tau(scores, ref_scores))
+            out["hsv"].append([float(f"{v:.4g}") for v in (hsv / hsv[0]).tolist()])
+            for t, r in ranks.items():
+                out["tau_rank"][t].append(int(energy_rank(hsv, float(t))))
+                out["topr_overlap"][t].append(topr_overlap(scores, ref_scores, r))
+                out["subspace_overlap"][t].append(
+                    subspace_overlap(kept_subspace(system, r), ref_bases[t]))
+        blocks[name] = out
+    return {"steps": steps, "taus": list(taus), "blocks": blocks}
+
+
+__all__ = ["modal_scores", "kendall_tau", "topr_overlap", "kept_subspace", "subspace_overlap",
+           "stability_report"]
