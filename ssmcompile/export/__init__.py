@@ -5,6 +5,7 @@
 
 - Sequence graph (``sequence``): ``u`` (batch, length[, d_input]) → ``y``, batch AND length
   dynamic; each recurrence is one ONNX ``Scan`` node (``onnx_scan``), never unrolled.
+  Each Scan iteration solves ``scan_chunk`` steps as matrix work (``onnx_chunked``; 1: one step).
 - Step graph (``step``): ``u_k`` plus named state tensors of the model's current (reduced) size
   → ``y_k`` plus the next state, for streaming inference.
 - The written ``.onnx`` is self-contained (weights inline) below protobuf's 2 GiB limit, and is
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from .check import ParityOptions, ParityReport, ParityRow, check_sequence_parity, check_step_parity
 from .onnx_file import check_output_path, graph_stats, staged_onnx_file
+from .onnx_scan import DEFAULT_SCAN_CHUNK, check_scan_chunk
 from .program import add_metadata, check_opset, opset_of
 from .result import ExportError, ExportResult, GraphStats, ParityError
 from .runtime import DEVICES, SessionOptions, create_session, installed_onnxruntime_distributions
@@ -70,8 +72,12 @@ def _require_onnx() -> None:
         ) from None
 
 
-def _metadata(model: nn.Module, graph: str, length: int, layout: StateLayout | None) -> dict:
+def _metadata(
+    model: nn.Module, graph: str, length: int, layout: StateLayout | None, scan_chunk: int
+) -> dict:
     meta = {"ssmcompile.graph": graph, "ssmcompile.export_length": str(length)}
+    if graph == "sequence":
+        meta["ssmcompile.scan_chunk"] = str(scan_chunk)
     if layout is not None:
         meta["ssmcompile.state_names"] = json.dumps(list(layout.names))
     spec = getattr(model, "spec", None)
@@ -91,6 +97,7 @@ def export_onnx(
     export_length: int | None = None,
     device: str = "cpu",
     tolerance: float = 1e-4,
+    scan_chunk: int = DEFAULT_SCAN_CHUNK,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path``: the sequence graph, or with ``step`` the step graph.
 
@@ -99,11 +106,14 @@ def export_onnx(
     seeded random inputs of batch 2 so no size is baked in. Defaults to ``model.spec``'s format
     at length 16. ``opset``: ONNX opset (≥ 18), ``None`` for the exporter's default.
     ``check``: onnxruntime parity on ``device`` ("cpu" | "cuda") before the file is written.
+    ``scan_chunk``: time steps each ONNX Scan iteration solves as matrix work in the sequence
+    graph (1: the one-step body; large layers use fewer, see ``onnx_scan.layer_chunk``).
     The model is exported in eval mode and left in the modes it had.
     """
     _require_onnx()
     path = check_output_path(path)  # before the slow export: fail fast on a bad destination
     check_opset(opset)
+    check_scan_chunk(scan_chunk)
     if device not in DEVICES:
         raise ExportError(f"device must be one of {DEVICES}, got {device!r}")
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < float("inf")):
@@ -125,9 +135,9 @@ def export_onnx(
             )
         else:
             layout = None
-            proto = export_sequence(model, example, opset)
+            proto = export_sequence(model, example, opset, scan_chunk)
             inputs, outputs, shapes = (SEQUENCE_INPUT,), (SEQUENCE_OUTPUT,), ()
-        add_metadata(proto, _metadata(model, graph, export_length, layout))
+        add_metadata(proto, _metadata(model, graph, export_length, layout, scan_chunk))
         stats = graph_stats(proto)
         if not step and has_state_space_layers(model) and not stats.has_recurrence_node:
             raise ExportError("exported sequence graph has no Scan/Loop node: it would be unrolled")
@@ -156,6 +166,7 @@ def export_onnx(
 
 __all__ = [
     "export_onnx",
+    "DEFAULT_SCAN_CHUNK",
     "ExportResult",
     "ExportError",
     "ParityError",

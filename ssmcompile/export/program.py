@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .onnx_scan import scan_ops_in, scan_translation_table
+from .onnx_scan import DEFAULT_SCAN_CHUNK, scan_ops_in, scan_translation_table
 from .result import ExportError
 
 # The dynamo exporter targets opset 18 internally (its torchlib); lower opsets go through the
@@ -70,11 +70,13 @@ def export_program(
     output_names: Sequence[str],
     opset: int | None,
     expect_scan: bool,
+    scan_chunk: int = DEFAULT_SCAN_CHUNK,
 ):
     """``module(*args)`` as an ``onnx.ModelProto`` with the given dynamic axes and names.
 
     ``expect_scan``: the module holds state-space layers, so its graph must call at least one
     scan custom op; otherwise the recurrence was traced step by step and ExportError is raised.
+    ``scan_chunk``: time steps per Scan iteration (1: one step per iteration; ``onnx_scan``).
     """
     check_opset(opset)
     with _quiet_exporter():
@@ -95,7 +97,7 @@ def export_program(
                 "the model's recurrence did not trace to a scan custom op (ssmcompile.ops); "
                 "its ONNX graph would be unrolled over time"
             )
-        table = scan_translation_table(ops)
+        table = scan_translation_table(ops, scan_chunk)
         try:
             onnx_program = torch.onnx.export(
                 program,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..adapters import adapter_for
+from .onnx_scan import DEFAULT_SCAN_CHUNK
 from .program import export_program
 
 SEQUENCE_INPUT = "u"
@@ -22,10 +23,13 @@ def has_state_space_layers(model: nn.Module) -> bool:
     return any(adapter_for(m) is not None for m in model.modules())
 
 
-def export_sequence(model: nn.Module, example: Tensor, opset: int | None):
+def export_sequence(
+    model: nn.Module, example: Tensor, opset: int | None, scan_chunk: int = DEFAULT_SCAN_CHUNK
+):
     """``model`` (in eval mode) as a sequence-graph ``onnx.ModelProto``.
 
     ``example``: (batch ≥ 2, length ≥ 2, ...) inputs to trace with; neither size is baked in.
+    ``scan_chunk``: time steps per Scan iteration (1: one step per iteration; ``onnx_scan``).
     """
     import torch
 
@@ -38,4 +42,5 @@ def export_sequence(model: nn.Module, example: Tensor, opset: int | None):
         output_names=(SEQUENCE_OUTPUT,),
         opset=opset,
         expect_scan=has_state_space_layers(model),
+        scan_chunk=scan_chunk,
     )

@@ -1,8 +1,9 @@
 """onnxruntime vs PyTorch for every layer kind, full and reduced, sequence and step graphs.
 
 Each export runs ``check=True`` (the library's own parity rows) AND is re-run here by hand on
-fresh inputs at a length the export never saw, so a bug in ``export.check`` cannot hide one in
-the exporter. Reduced models come from ``ssmcompile.api.reduce(model, x, rank=R)``.
+fresh inputs at lengths the export never saw (shorter than one Scan chunk, a multiple of it, and
+neither), so a bug in ``export.check`` cannot hide one in the exporter. Reduced models come from
+``ssmcompile.api.reduce(model, x, rank=R)``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from ssmcompile.api import reduce
-from ssmcompile.export import export_onnx, graph_stats
+from ssmcompile.export import DEFAULT_SCAN_CHUNK, export_onnx, graph_stats
 from ssmcompile.layers import ModelSpec, build_model
 
 R = 3
@@ -85,7 +86,8 @@ def test_sequence_graph_full_and_reduced_match_torch(models, tmp_path):
         assert result.stats.scan_nodes == spec.n_blocks
         # by hand, at lengths and batch sizes the export never saw
         session = _ort(path)
-        for batch, length in ((1, 5), (2, 23)):
+        # shorter than one chunk, a multiple of it, and over two chunks but not a multiple
+        for batch, length in ((1, 5), (2, 23), (3, 2 * DEFAULT_SCAN_CHUNK), (2, 77)):
             u = _inputs(spec, batch, length, seed=7)
             (y,) = session.run(None, {"u": u.numpy()})
             with torch.no_grad():

@@ -1,5 +1,6 @@
 """The scan ops become ONE ONNX Scan each: not unrolled, dynamic batch and length, and pinned to
-the torch 2.13 exporter internals the translation relies on."""
+the torch 2.13 exporter internals the translation relies on. Both formulations: one time step per
+Scan iteration (``scan_chunk=1``) and chunks of T steps (the default; see test_export_chunked)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import ssmcompile.layers.lru as lru_module
 from ssmcompile.export import ExportError, export_onnx, state_layout
 from ssmcompile.export.onnx_scan import (
+    DEFAULT_SCAN_CHUNK,
     DENSE_SCAN,
     DIAGONAL_SCAN,
     dense_scan_to_onnx,
@@ -39,11 +41,17 @@ def test_pinned_exporter_helper_and_torch_version():
 
 def test_translation_table_maps_our_ops_and_rejects_others():
     ops = (torch.ops.ssmcompile.diagonal_scan.default, torch.ops.ssmcompile.dense_scan.default)
-    table = scan_translation_table(ops)
-    assert table[ops[0]] is diagonal_scan_to_onnx and table[ops[1]] is dense_scan_to_onnx
+    per_step = scan_translation_table(ops, chunk=1)
+    assert per_step[ops[0]] is diagonal_scan_to_onnx and per_step[ops[1]] is dense_scan_to_onnx
+    chunked = scan_translation_table(ops)  # the default chunk: other translations
+    assert chunked[ops[0]].__name__ == "diagonal_scan_chunked_to_onnx"
+    assert chunked[ops[1]].__name__ == "dense_scan_chunked_to_onnx"
     assert ops[0].name() == DIAGONAL_SCAN and ops[1].name() == DENSE_SCAN
     with pytest.raises(ExportError, match="no ONNX translation for custom op aten::add"):
         scan_translation_table((torch.ops.aten.add.Tensor,))
+    for bad in (0, -1, 257, 2.0, True, "8"):
+        with pytest.raises(ExportError, match="scan chunk must be an int"):
+            scan_translation_table(ops, chunk=bad)
 
 
 def test_scan_ops_found_in_exported_program():
@@ -53,33 +61,43 @@ def test_scan_ops_found_in_exported_program():
     assert scan_ops_in(program.graph) == (torch.ops.ssmcompile.diagonal_scan.default,)
 
 
-def _scan_body(proto: onnx.ModelProto) -> onnx.GraphProto:
+def _scan_body(proto: onnx.ModelProto, axis: int) -> onnx.GraphProto:
     (scan,) = [n for n in proto.graph.node if n.op_type == "Scan"]
     attrs = {a.name: a for a in scan.attribute}
     n_scanned = attrs["num_scan_inputs"].i
-    assert list(attrs["scan_input_axes"].ints) == [1] * n_scanned  # time is axis 1
-    assert list(attrs["scan_output_axes"].ints) == [1] * n_scanned
+    assert list(attrs["scan_input_axes"].ints) == [axis] * n_scanned  # time, or chunks
+    assert list(attrs["scan_output_axes"].ints) == [axis] * n_scanned
     return attrs["body"].g
 
 
-@pytest.mark.parametrize("layer,body_op", [("lru", "Mul"), ("dense", "MatMul")])
-def test_graph_is_not_unrolled_and_runs_at_any_length(layer, body_op, tmp_path):
+@pytest.mark.parametrize(
+    "layer,chunk,body_op,axis",
+    [
+        ("lru", 1, "Mul", 1),  # one time step per iteration, scanning the length axis
+        ("dense", 1, "MatMul", 1),
+        ("lru", DEFAULT_SCAN_CHUNK, "MatMul", 2),  # one chunk per iteration: (2n, batch, C)
+        ("dense", DEFAULT_SCAN_CHUNK, "MatMul", 1),  # (batch, C, n)
+    ],
+)
+def test_graph_is_not_unrolled_and_runs_at_any_length(layer, chunk, body_op, axis, tmp_path):
     model = _tiny(layer)
     results = {
-        length: export_onnx(model, tmp_path / f"L{length}.onnx", export_length=length)
+        length: export_onnx(
+            model, tmp_path / f"L{length}.onnx", export_length=length, scan_chunk=chunk
+        )
         for length in (4, 48)
     }
     short, long = results[4].stats, results[48].stats
     assert short.scan_nodes == long.scan_nodes == 1
     assert short.total_nodes == long.total_nodes and short.top_level_nodes == long.top_level_nodes
     proto = onnx.load(str(tmp_path / "L4.onnx"))
-    body = _scan_body(proto)
+    body = _scan_body(proto, axis)
     assert body_op in {n.op_type for n in body.node} and len(body.node) <= 12  # one step only
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "length", 2]
     # exported at length 4, run at 1 and 100 with batch 1 and 5
     session = ort.InferenceSession(str(tmp_path / "L4.onnx"), providers=["CPUExecutionProvider"])
-    for batch, length in ((1, 1), (5, 100)):
+    for batch, length in ((1, 1), (5, 100), (2, 2 * DEFAULT_SCAN_CHUNK)):
         x = torch.randn(batch, length, 2)
         (y,) = session.run(None, {"u": x.numpy()})
         with torch.no_grad():
