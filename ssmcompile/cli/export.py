@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="L",
         help="length traced at export (the graph runs at any length; default 16)",
     )
+    parser.add_argument(
+        "--scan-chunk",
+        type=int,
+        default=None,
+        metavar="T",
+        help="time steps per ONNX Scan iteration in the sequence graph (1 = one step per "
+        "iteration; default: the measured default, capped per layer width)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         advance("loading")
         model, _ = load_checkpoint(args.checkpoint)
         advance("exporting and checking" if args.check else "exporting")
+        chunk = {} if args.scan_chunk is None else {"scan_chunk": args.scan_chunk}
         try:
             result = export_onnx(
                 model,
@@ -76,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 export_length=args.length,
                 device=args.device,
                 tolerance=args.tolerance,
+                **chunk,
             )
         except ParityError as err:
             report = getattr(err, "report", None)

@@ -113,3 +113,16 @@ def test_usage_error_exits_2(capsys):
     assert export_cli.main([]) == 2
     assert ssmcompile_main(["export", "x.safetensors"]) == 2  # -o is required
     _clean(capsys)
+
+
+def test_scan_chunk_flag_reaches_the_graph(reduced_ckpt, tmp_path, capsys):
+    out_path = tmp_path / "per_step.onnx"
+    code = export_cli.main([str(reduced_ckpt), "-o", str(out_path), "--scan-chunk", "1"])
+    _clean(capsys)
+    assert code == 0
+    meta = {p.key: p.value for p in onnx.load(str(out_path)).metadata_props}
+    assert meta["ssmcompile.scan_chunk"] == "1"
+    code = export_cli.main([str(reduced_ckpt), "-o", str(tmp_path / "bad.onnx"),
+                            "--scan-chunk", "0"])
+    _, err = _clean(capsys)
+    assert code == 1 and "chunk" in err and not (tmp_path / "bad.onnx").exists()
