@@ -182,3 +182,16 @@ def test_two_truncations_in_one_pipeline_compose_and_bounds_add():
         assert row.bound == pytest.approx(state.bounds[row.name])
         assert row.measured_error <= row.bound * (1 + 1e-6) + 1e-8
         assert row.hinf_error <= row.bound * (1 + 1e-6) + 1e-8
+
+
+def test_verify_probe_limits_the_sequences_checked():
+    model = small_model("lru")
+    x = _x(batch=6)
+    _, full, _ = run_pipeline(model, x, "balanced-truncation{rank=4},verify")
+    _, part, _ = run_pipeline(model, x, "balanced-truncation{rank=4},verify{probe=2}")
+    _, first2, _ = run_pipeline(model, x[:2], "balanced-truncation{rank=4},verify")
+    for a, b, c in zip(full.blocks, part.blocks, first2.blocks, strict=True):
+        assert b.measured_error == pytest.approx(c.measured_error, rel=1e-12)
+        assert b.measured_error <= a.measured_error * (1 + 1e-12)  # a max over fewer sequences
+    with pytest.raises(PassError, match="probe must be"):
+        run_pipeline(model, x, "verify{probe=-1}")
