@@ -3,7 +3,9 @@
 For streaming inference: feed ``u_k`` (batch, d_input) floats or (batch,) token ids plus the
 current state, get ``y_k`` (batch, d_output) and the next state; start from zeros. State tensors
 are named per block ``i``: ``state_{i}_re`` / ``state_{i}_im`` for the complex diagonal layers
-(LRU, S5: (batch, r); S4D: (batch, H, r)), ``state_{i}`` for a dense layer (batch, r); a
+(LRU, S5: (batch, r); S4D: (batch, H, r)), ``state_{i}`` for a dense layer (batch, r),
+``state_{i}_conv`` (batch, d_inner, d_conv − 1) / ``state_{i}_ssm`` (batch, d_inner, r) for a
+selective (Mamba) layer of a model that names them in ``step_state_names``; a
 classify model also carries its running mean as ``pool_sum`` (batch, H) and ``pool_count``
 (batch, 1). Outputs are ``y_k`` and ``new_<state name>`` in the same order. ``r`` is each
 block's current — after reduction, reduced — state size; only the batch axis is dynamic.
@@ -50,7 +52,11 @@ class StateLayout:
         return tuple(groups)
 
 
-def _group_names(index: int, size: int, prefix: str) -> tuple[str, ...]:
+def _group_names(
+    index: int, size: int, prefix: str, suffixes: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    if suffixes is not None and len(suffixes) == size:
+        return tuple(f"{prefix}{index}_{s}" for s in suffixes)
     if size == 1:
         return (f"{prefix}{index}",)
     if size == 2:
@@ -69,10 +75,12 @@ def state_layout(model: nn.Module) -> StateLayout:
     template = model.initial_state(1)
     n_blocks = len(getattr(model, "blocks", template))
     task = getattr(getattr(model, "spec", None), "task", None)
+    # A model whose block states are not (re, im) pairs may name them, e.g. ("conv", "ssm").
+    suffixes = getattr(model, "step_state_names", None)
     names: list[str] = []
     for i, group in enumerate(template):
         if i < n_blocks:
-            names.extend(_group_names(i, len(group), "state_"))
+            names.extend(_group_names(i, len(group), "state_", suffixes))
         elif task == "classify" and len(group) == 2 and i == len(template) - 1:
             names.extend(("pool_sum", "pool_count"))
         else:

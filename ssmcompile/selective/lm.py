@@ -7,6 +7,9 @@ figures) depends on the Python version; :class:`Corpus` records its length and a
 
 Model (:class:`SelectiveLM`): embedding → ``n_layers`` × (RMSNorm → Mamba block → residual) →
 RMSNorm → linear head. Blocks live at ``layers.{i}.mixer`` so a reduction swaps exactly them.
+Streaming: ``initial_state(batch)`` / ``step(ids_k, state)`` run one token through every layer's
+block step (state: one (conv window, SSM state) pair per layer), so ``export_onnx(lm, path,
+step=True)`` builds its step graph.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ShapeError
 from ..layers.spec import SpecError
 from .mamba import Mamba1Block, Mamba1Config, Mamba2Block, Mamba2Config
 
@@ -203,6 +207,10 @@ class _Layer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.mixer(self.norm(x))
 
+    def step(self, x_k: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        y_k, state = self.mixer.step(self.norm(x_k), state)
+        return x_k + y_k, state
+
 
 class SelectiveLM(nn.Module):
     """Char-level LM. Shapes: ids (batch, L) int64 → logits (batch, L, vocab)."""
@@ -217,11 +225,33 @@ class SelectiveLM(nn.Module):
         self.norm = nn.RMSNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
+    # Names of one layer's step-state tensors (the ONNX step graph calls them state_{i}_<name>).
+    step_state_names = ("conv", "ssm")
+
     def forward(self, ids: Tensor) -> Tensor:
         x = self.embed(ids)
         for layer in self.layers:
             x = layer(x)
         return self.head(self.norm(x))
+
+    def initial_state(self, batch_size: int) -> tuple[tuple[Tensor, Tensor], ...]:
+        """Zeros, one group per layer: (conv window (batch, d_inner, d_conv − 1),
+        SSM state (batch, d_inner, N_i)) with N_i the layer's current state size."""
+        return tuple(layer.mixer.initial_state(batch_size) for layer in self.layers)
+
+    def step(
+        self, ids_k: Tensor, state: tuple[tuple[Tensor, Tensor], ...]
+    ) -> tuple[Tensor, tuple[tuple[Tensor, Tensor], ...]]:
+        """One token per sequence: ids_k (batch,) int64, state as :meth:`initial_state` →
+        (logits_k (batch, vocab), next state); equals ``forward``'s logits at that position."""
+        if len(state) != len(self.layers):
+            raise ShapeError(f"state has {len(state)} groups for {len(self.layers)} layers")
+        x = self.embed(ids_k)
+        new_state = []
+        for layer, layer_state in zip(self.layers, state, strict=True):
+            x, layer_state = layer.step(x, layer_state)
+            new_state.append(layer_state)
+        return self.head(self.norm(x)), tuple(new_state)
 
     @property
     def state_dims(self) -> tuple[int, ...]:

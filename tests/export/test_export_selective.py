@@ -10,6 +10,7 @@ from torch import nn
 
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 from ssmcompile import run_pipeline  # noqa: E402
 from ssmcompile.compiler import registered_passes  # noqa: E402
@@ -75,3 +76,36 @@ def test_reduced_mamba2_lm_exports_with_parity(tmp_path):
         want = reduced(x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert not np.allclose(got, lm(x).detach().numpy(), atol=1e-6)  # it is the reduced model
+
+
+@pytest.mark.parametrize("structure", ["mamba1", "mamba2"])
+def test_reduced_lm_step_graph_streams_with_reduced_state_and_parity(structure, tmp_path):
+    torch.manual_seed(0)
+    lm = SelectiveLM(LMConfig(30, 16, 2, structure, 8, head_dim=8, n_groups=2)).eval()
+    ids = torch.randint(0, 30, (2, 24), generator=torch.Generator().manual_seed(0))
+    reduced, _, _ = run_pipeline(lm, ids, "hankel-analysis,balanced-truncation{rank=4}")
+    assert reduced.state_dims == (4, 4)
+    result = export_onnx(reduced, tmp_path / "step.onnx", step=True, check=True)
+    names = ("state_0_conv", "state_0_ssm", "state_1_conv", "state_1_ssm")
+    assert result.input_names == ("u_k", *names)
+    assert result.output_names == ("y_k", *("new_" + n for n in names))
+    conv, ssm = (None, 32, 3), (None, 32, 4)  # (batch, d_inner, d_conv − 1 | reduced N)
+    assert result.state_shapes == tuple(zip(names, (conv, ssm, conv, ssm), strict=True))
+    assert result.stats.scan_nodes == 0 and result.stats.loop_nodes == 0  # one step, no scan
+    assert max(row.max_abs_err for row in result.parity.rows) < 1e-4
+    # Stream by hand at a batch size the checker did not use; compare with the sequence logits.
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    graph_inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim][1:]
+                    for i in onnx.load(str(result.path)).graph.input}
+    assert graph_inputs["state_0_ssm"] == graph_inputs["state_1_ssm"] == [32, 4]
+    x = torch.randint(0, 30, (3, 11), generator=torch.Generator().manual_seed(1))
+    state = [np.zeros((3, *shape[1:]), np.float32) for _, shape in result.state_shapes]
+    logits = []
+    for k in range(x.shape[1]):
+        y_k, *state = session.run(None, {"u_k": x[:, k].numpy(), **dict(zip(names, state,
+                                                                             strict=True))})
+        logits.append(y_k)
+    with torch.no_grad():
+        want = reduced(x).numpy()
+    np.testing.assert_allclose(np.stack(logits, axis=1), want, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(want, lm(x).detach().numpy(), atol=1e-6)  # it is the reduced model
