@@ -13,6 +13,7 @@ from torch import nn
 
 from ..layers.s4d import S4D
 from ..numerics.system import LTISystem
+from . import zoh
 from .base import (
     assign,
     checked_modes,
@@ -34,10 +35,8 @@ class S4DAdapter:
 
     def read(self, module: nn.Module) -> LTISystem:
         require_type(module, S4D, self.kind)
-        Lam = torch.complex(-torch.exp(f64(module.lam_log_neg_re)), f64(module.lam_im))
-        step = torch.exp(f64(module.log_step)).unsqueeze(-1)
-        lam = torch.exp(Lam * step)
-        B = (lam - 1) / Lam * torch.complex(f64(module.B_re), f64(module.B_im))
+        lam, scale = zoh.discretise(module, torch.exp(f64(module.log_step)).unsqueeze(-1))
+        B = scale * torch.complex(f64(module.B_re), f64(module.B_im))
         C = torch.complex(f64(module.C_re), f64(module.C_im))
         D = f64(module.D).reshape(-1, 1, 1)
         return LTISystem(lam, B.unsqueeze(-1), C.unsqueeze(-2), D)
@@ -48,18 +47,10 @@ class S4DAdapter:
         require_diagonal(system, (H,), 1, self.kind)
         lam = checked_modes(system.A)
         log_step = f64(module.log_step)
-        Lam = torch.log(lam) / torch.exp(log_step).unsqueeze(-1)
-        B = system.B.detach().to(torch.complex128)[..., 0] * (Lam / (lam - 1))
-        C = system.C.detach().to(torch.complex128)[..., 0, :]
         new = fresh_like(module, H, lam.shape[-1], module.dt_min, module.dt_max)
-        values = {
-            "lam_log_neg_re": torch.log(-Lam.real),
-            "lam_im": Lam.imag,
-            "log_step": log_step,
-            "B_re": B.real,
-            "B_im": B.imag,
-            "C_re": C.real,
-            "C_im": C.imag,
-            "D": diag_feedthrough(system, module.D.reshape(-1, 1)).reshape(-1),
-        }
+        values = zoh.continuous_parameters(lam, torch.exp(log_step).unsqueeze(-1),
+                                           system.B.detach().to(torch.complex128)[..., 0],
+                                           system.C.detach().to(torch.complex128)[..., 0, :])
+        values |= {"log_step": log_step,
+                   "D": diag_feedthrough(system, module.D.reshape(-1, 1)).reshape(-1)}
         return assign(new, values, module)

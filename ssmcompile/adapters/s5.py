@@ -16,6 +16,7 @@ from torch import nn
 
 from ..layers.s5 import S5
 from ..numerics.system import LTISystem
+from . import zoh
 from .base import (
     assign,
     checked_modes,
@@ -37,10 +38,8 @@ class S5Adapter:
     def read(self, module: nn.Module) -> LTISystem:
         """A (n,) complex128, B (n, H), C (H, n) complex128, D (H, H) float64."""
         require_type(module, S5, self.kind)
-        Lam = torch.complex(-torch.exp(f64(module.lam_log_neg_re)), f64(module.lam_im))
-        step = torch.exp(f64(module.log_step))
-        lam = torch.exp(Lam * step)
-        B = ((lam - 1) / Lam).unsqueeze(-1) * torch.complex(f64(module.B_re), f64(module.B_im))
+        lam, scale = zoh.discretise(module, torch.exp(f64(module.log_step)))
+        B = scale.unsqueeze(-1) * torch.complex(f64(module.B_re), f64(module.B_im))
         C = torch.complex(f64(module.C_re), f64(module.C_im))
         return LTISystem(lam, B, C, torch.diag(f64(module.D)))
 
@@ -51,18 +50,9 @@ class S5Adapter:
         lam = checked_modes(system.A)
         r = lam.shape[0]
         log_step = f64(module.log_step).mean().expand(r)
-        Lam = torch.log(lam) / torch.exp(log_step)
-        B = system.B.detach().to(torch.complex128) * (Lam / (lam - 1)).unsqueeze(-1)
-        C = system.C.detach().to(torch.complex128)
         new = fresh_like(module, H, r, module.dt_min, module.dt_max)
-        values = {
-            "lam_log_neg_re": torch.log(-Lam.real),
-            "lam_im": Lam.imag,
-            "log_step": log_step,
-            "B_re": B.real,
-            "B_im": B.imag,
-            "C_re": C.real,
-            "C_im": C.imag,
-            "D": diag_feedthrough(system, module.D),
-        }
+        values = zoh.continuous_parameters(lam, torch.exp(log_step),
+                                           system.B.detach().to(torch.complex128),
+                                           system.C.detach().to(torch.complex128))
+        values |= {"log_step": log_step, "D": diag_feedthrough(system, module.D)}
         return assign(new, values, module)
