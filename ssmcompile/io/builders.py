@@ -114,33 +114,36 @@ def replay(builder: ModelBuilder, initial_spec: Spec, history: Sequence[Reductio
     return spec
 
 
-# ---- the built-in "ssm-model" builder --------------------------------------------------------
-
-_BLOCK_NAME = re.compile(r"blocks\.(\d+)\.ssm")
+# ---- builders for models whose spec lists one state dimension per block ----------------------
 
 
-def _model_spec(spec: Spec) -> ModelSpec:
-    return ModelSpec.from_dict(spec)
+def per_block_builder(parse: Callable[[Spec], Any], build: Callable[[Any], nn.Module],
+                      block_name: str, canonical: Callable[[Any], Spec] | None = None
+                      ) -> ModelBuilder:
+    """A builder for spec types with ``state_dims``, ``with_state_dims`` and ``to_dict``
+    (``ModelSpec``, the selective ``LMConfig``); ``block_name`` is a pattern such as
+    ``"blocks.{}.ssm"`` naming block i. ``canonical`` defaults to ``to_dict``."""
+    pattern = re.compile(re.escape(block_name).replace(re.escape("{}"), r"(\d+)"))
+
+    def state_dims(spec: Spec) -> dict[str, int]:
+        return {block_name.format(i): n for i, n in enumerate(parse(spec).state_dims)}
+
+    def resize(spec: Spec, block: str, r: int) -> Spec:
+        parsed = parse(spec)
+        dims = list(parsed.state_dims)
+        m = pattern.fullmatch(block)
+        if m is None or int(m.group(1)) >= len(dims):
+            raise CheckpointError(f"no block {block!r} in a {len(dims)}-block model")
+        dims[int(m.group(1))] = r
+        return parsed.with_state_dims(tuple(dims)).to_dict()
+
+    return ModelBuilder(
+        build=lambda spec: build(parse(spec)),
+        resize=resize,
+        state_dims=state_dims,
+        canonical=lambda spec: (canonical or (lambda p: p.to_dict()))(parse(spec)),
+    )
 
 
-def _ssm_state_dims(spec: Spec) -> dict[str, int]:
-    return {f"blocks.{i}.ssm": n for i, n in enumerate(_model_spec(spec).state_dims)}
-
-
-def _ssm_resize(spec: Spec, block: str, r: int) -> Spec:
-    ms = _model_spec(spec)
-    m = _BLOCK_NAME.fullmatch(block)
-    if m is None or int(m.group(1)) >= ms.n_blocks:
-        raise CheckpointError(f"no block {block!r} in a {ms.n_blocks}-block model")
-    dims = list(ms.state_dims)
-    dims[int(m.group(1))] = r
-    return ms.with_state_dims(tuple(dims)).to_dict()
-
-
-SSM_MODEL_BUILDER = ModelBuilder(
-    build=lambda spec: build_model(_model_spec(spec)),
-    resize=_ssm_resize,
-    state_dims=_ssm_state_dims,
-    canonical=lambda spec: _model_spec(spec).to_dict(),
-)
+SSM_MODEL_BUILDER = per_block_builder(ModelSpec.from_dict, build_model, "blocks.{}.ssm")
 register_builder("ssm-model", SSM_MODEL_BUILDER)

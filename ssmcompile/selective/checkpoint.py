@@ -8,43 +8,14 @@ package by itself (a fixed allow-list entry) when a file names ``"selective-lm"`
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from ..io.builders import ModelBuilder, register_builder
-from ..layers.spec import SpecError
+from ..io.builders import per_block_builder, register_builder
 from .lm import LMConfig, SelectiveLM
 
 BUILDER_NAME = "selective-lm"
 
-_BLOCK_NAME = re.compile(r"layers\.(\d+)\.mixer")
-
-Spec = dict[str, Any]
-
-
-def _config(spec: Spec) -> LMConfig:
-    return LMConfig.from_dict(spec)
-
-
-def _state_dims(spec: Spec) -> dict[str, int]:
-    return {f"layers.{i}.mixer": n for i, n in enumerate(_config(spec).state_dims)}
-
-
-def _resize(spec: Spec, block: str, r: int) -> Spec:
-    cfg = _config(spec)
-    m = _BLOCK_NAME.fullmatch(block)
-    if m is None or int(m.group(1)) >= cfg.n_layers:
-        raise SpecError(f"no block {block!r} in a {cfg.n_layers}-layer SelectiveLM")
-    dims = list(cfg.state_dims)
-    dims[int(m.group(1))] = r
-    return cfg.with_state_dims(tuple(dims)).to_dict()
-
-
-SELECTIVE_LM_BUILDER = ModelBuilder(
-    build=lambda spec: SelectiveLM(_config(spec)),
-    resize=_resize,
-    state_dims=_state_dims,
-    canonical=lambda spec: _config(spec).canonical().to_dict(),
+SELECTIVE_LM_BUILDER = per_block_builder(
+    LMConfig.from_dict, SelectiveLM, "layers.{}.mixer",
+    canonical=lambda cfg: cfg.canonical().to_dict(),  # per-layer sizes always spelled out
 )
 
 

@@ -62,7 +62,7 @@ def test_config_dict_round_trip_canonical_form_and_errors():
         LMConfig(VOCAB, 16, 3, layer_d_states=(4, 4))
     with pytest.raises(SpecError, match="heads of 5"):
         LMConfig(VOCAB, 16, 1, "mamba2", head_dim=5)
-    with pytest.raises(SpecError, match="no block 'layers.3.mixer'"):
+    with pytest.raises(CheckpointError, match="no block 'layers.3.mixer'"):
         builder.resize(cfg.to_dict(), "layers.3.mixer", 2)
 
 
