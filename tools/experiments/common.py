@@ -23,8 +23,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 
 from ssmcompile.adapters import adapter_for
 from ssmcompile.compiler import ModulePass, PassResult, parse_pipeline
+from ssmcompile.errors import SSMCompileError
 from ssmcompile.io import write_bytes_atomic
 from ssmcompile.train import (
     DataConfig,
@@ -312,6 +314,16 @@ def stats(values: list[float], top: int = 3) -> dict[str, Any]:
 # ---- command line ---------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(run: Callable[[Any], Any], args: Any) -> int:
+    """Run an experiment; our errors become one line on stderr and exit code 2."""
+    try:
+        run(args)
+    except SSMCompileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def base_parser(doc: str):

@@ -32,12 +32,11 @@ from common import (  # noqa: E402
     dataset_sizes,
     progress,
     run_arm,
+    run_script,
     runs_wall_s,
     set_threads,
     write_json,
 )
-
-from ssmcompile.errors import SSMCompileError  # noqa: E402
 
 SNAPSHOT_FRACTIONS = (0.15, 0.2, 0.3, 0.5, 0.75)  # besides step 1, the events and the end
 
@@ -157,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument("--mnist", type=Path, help="directory of MNIST IDX files (L = 784)")
     args = parser.parse_args(argv)
-    try:
-        run(args)
-    except SSMCompileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, args)
 
 
 if __name__ == "__main__":

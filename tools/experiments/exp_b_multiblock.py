@@ -32,12 +32,11 @@ from common import (  # noqa: E402
     dataset_sizes,
     progress,
     run_arm,
+    run_script,
     runs_wall_s,
     set_threads,
     write_json,
 )
-
-from ssmcompile.errors import SSMCompileError  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -139,12 +138,7 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = base_parser(__doc__).parse_args(argv)
-    try:
-        run(args)
-    except SSMCompileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, args)
 
 
 if __name__ == "__main__":

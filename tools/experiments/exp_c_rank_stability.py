@@ -26,13 +26,13 @@ from common import (  # noqa: E402
     base_parser,
     progress,
     run_arm,
+    run_script,
     set_threads,
     stats,
     write_json,
 )
 from exp_a_digits import full_arm, settings  # noqa: E402
 
-from ssmcompile.errors import SSMCompileError  # noqa: E402
 from ssmcompile.train import ReductionSchedule  # noqa: E402
 
 MEASURES = ("topr_overlap", "subspace_overlap")
@@ -135,12 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument("--mnist", type=Path, help="directory of MNIST IDX files (as in A)")
     args = parser.parse_args(argv)
-    try:
-        run(args)
-    except SSMCompileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, args)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exp_a_digits  # noqa: E402
 import exp_b_multiblock  # noqa: E402
 from aggregate import environment, save_figure  # noqa: E402
-from common import base_parser, progress, run_arm, set_threads, stats, write_json  # noqa: E402
-
-from ssmcompile.errors import SSMCompileError  # noqa: E402
+from common import base_parser, progress, run_arm, run_script, set_threads, stats, write_json  # noqa: E402
 
 PARTS = ("analysis", "rewrite", "rest", "first_step", "verify")
 PASS_OF = {"analysis": "hankel-analysis", "rewrite": "balanced-truncation", "verify": "verify"}
@@ -159,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="add an arm trained with torch.compile (slow on CPU)")
     args = parser.parse_args(argv)
-    try:
-        run(args)
-    except SSMCompileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, args)
 
 
 if __name__ == "__main__":
