@@ -11,45 +11,31 @@ from ssmcompile.compiler import (
     PassResult,
     RankPolicy,
     analyse_block,
-    register_pass,
     rewrite_block,
 )
 
 
-@register_pass
 @dataclass(frozen=True)
 class BalancedTruncation(ModulePass):
     """Emits a new model whose blocks keep r states, mapped back into each layer's own
-    parameterisation. The model the caller holds is never mutated (``in_place = False``);
+    parameterisation. The model it is given is never mutated (``in_place = False``);
     ``modified`` is true exactly when at least one block got smaller.
 
-    Options: one of ``rank``, ``fraction``, ``tau``, ``budget``; ``squared`` (σ² energy);
-    ``gate`` (reduce only if r < gate·n); ``overrides`` (``name=r;name=r``).
+    Options: those of :class:`~ssmcompile.compiler.RankPolicy` — one of ``rank``, ``fraction``,
+    ``tau``, ``budget``; ``squared`` (σ² energy); ``gate`` (reduce only if r < gate·n);
+    ``overrides`` (``name=r;name=r``).
     """
 
     name = "balanced-truncation"
     in_place = False
 
-    rank: int | None = None
-    fraction: float | None = None
-    tau: float | None = None
-    budget: float | None = None
-    squared: bool = False
-    gate: float = 0.95
-    overrides: tuple[tuple[str, int], ...] = ()
-
-    def policy(self) -> RankPolicy:
-        return RankPolicy(rank=self.rank, fraction=self.fraction, tau=self.tau,
-                          budget=self.budget, squared=self.squared, gate=self.gate,
-                          overrides=dict(self.overrides))
+    policy: RankPolicy
 
     def run(self, state: CompileState) -> PassResult:
-        policy = self.policy()
-        # A block already rewritten by an earlier pass is analysed again: its cached analysis
-        # describes the system before that rewrite.
-        analyses = [analyse_block(state, b) if b.name in state.rewrites or b.name not in
-                    state.analyses else state.analyses[b.name] for b in state.blocks]
-        decisions = policy.decide(analyses)
+        # The manager re-derives the state after each rewrite, so a cached analysis is always
+        # one of the current model.
+        analyses = [state.analyses.get(b.name) or analyse_block(state, b) for b in state.blocks]
+        decisions = self.policy.decide(analyses)
         state.decisions.update(decisions)
         todo = [b for b in state.blocks if decisions[b.name].reduce]
         if not todo:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ssmcompile.compiler import CompileState, ModulePass, PassResult, analyse_block, register_pass
+from ssmcompile.compiler import CompileState, ModulePass, PassResult, analyse_block
 
 
-@register_pass
 @dataclass(frozen=True)
 class HankelAnalysis(ModulePass):
     """Analyses every matched block of the current model; never changes the model."""

@@ -1,47 +1,45 @@
-"""The public one-call API: ``analyze`` and ``reduce``."""
+"""The public one-call API: ``analyze``, ``reduce`` and ``run_pipeline``.
+
+The passes are the ``passes`` package's (imported here explicitly: the compiler core knows
+none of them); a pipeline string is parsed against ``passes.default_registry()`` unless
+another registry is given.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from torch import nn
+
+import passes as _passes
 
 from .compiler import (
     CompileState,
     ModulePass,
     PassManager,
+    PassRegistry,
+    RankPolicy,
     Report,
     block_dependencies,
-    block_order,
     build_report,
-    capture,
-    match_blocks,
-    registered_passes,
+    prepare,
 )
+from .compiler.suspects import no_block_message
+from .errors import MatchError
 
 
-def _as_tuple(example_inputs) -> tuple:
-    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-
-
-def prepare(model: nn.Module, example_inputs) -> CompileState:
-    """Capture and match: the state every pipeline starts from. ``model`` is not modified."""
-    inputs = _as_tuple(example_inputs)
-    cap = capture(model)
-    blocks, failures = match_blocks(model, cap, inputs)
-    nodes = {b.name: b.node.name for b in blocks if b.node is not None}
-    order = block_order(block_dependencies(cap, nodes), [b.name for b in blocks])
-    blocks.sort(key=lambda b: order.index(b.name))
-    return CompileState(original=model, model=model, example_inputs=inputs, capture=cap,
-                        blocks=blocks, failures=failures)
-
-
-def run_pipeline(model: nn.Module, example_inputs, pipeline: str | Sequence[ModulePass]
+def run_pipeline(model: nn.Module, example_inputs, pipeline: str | Sequence[ModulePass],
+                 registry: PassRegistry | None = None
                  ) -> tuple[nn.Module, Report, CompileState]:
-    """Run a pipeline (string or pass objects); returns (model, report, final state)."""
-    state = prepare(model, example_inputs)
-    result = PassManager(pipeline).run(state)
-    state = result.state
+    """Run a pipeline (string or pass objects); returns (model, report, final state).
+
+    ``model`` is never modified; the returned model is it when no pass changed anything.
+    """
+    if isinstance(pipeline, str):
+        manager = PassManager(pipeline, registry or _passes.default_registry())
+    else:
+        manager = PassManager(pipeline)
+    state = manager.run(prepare(model, example_inputs)).state
     nodes = {b.name: b.node.name for b in state.blocks if b.node is not None}
     deps = block_dependencies(state.capture, nodes)
     feeds = {name: tuple(sorted(deps.successors(name))) for name in deps.nodes}
@@ -51,32 +49,32 @@ def run_pipeline(model: nn.Module, example_inputs, pipeline: str | Sequence[Modu
 def analyze(model: nn.Module, example_inputs) -> Report:
     """Hankel analysis of every state-space block in ``model`` (not modified).
 
-    ``example_inputs``: one tensor or a tuple of the model's forward arguments.
+    ``example_inputs``: one tensor or a tuple of the model's forward arguments. A model with no
+    block gives a report that says so and names the modules that look like SSMs.
     """
-    _, report, _ = run_pipeline(model, example_inputs, "hankel-analysis")
+    _, report, _ = run_pipeline(model, example_inputs, _passes.default_pipeline(None))
     return report
 
 
-def reduce(model: nn.Module, example_inputs, *, rank: int | None = None,
-           tau: float | None = None, budget: float | None = None,
-           fraction: float | None = None, overrides: Mapping[str, int] | None = None,
-           verify: bool = True) -> tuple[nn.Module, Report]:
+def reduce(model: nn.Module, example_inputs, policy: RankPolicy | None = None, *,
+           verify: bool = True, hinf: bool = False, **rule) -> tuple[nn.Module, Report]:
     """Balanced truncation of every block by one rank policy; ``model`` is left untouched.
 
-    Returns ``(reduced_model, report)``; with ``verify`` the report holds each block's measured
-    error next to its bound, and a block that breaks its bound raises ``VerificationError``.
+    The policy is a :class:`RankPolicy` or its fields as keywords (``rank=12``, ``tau=0.01``,
+    ``budget=0.5``, ``fraction=0.25``, ``overrides={"blocks.0.ssm": 8}``, ``gate``,
+    ``squared``). Returns ``(reduced_model, report)``; with ``verify`` the report holds each
+    block's measured error next to its bound, and a block that breaks its bound raises
+    ``VerificationError``. A model with no state-space block raises ``MatchError``.
     """
-    passes = registered_passes()
-    pipeline: list[ModulePass] = [
-        passes["hankel-analysis"](),
-        passes["balanced-truncation"](rank=rank, tau=tau, budget=budget, fraction=fraction,
-                                      overrides=tuple((overrides or {}).items())),
-    ]
-    if verify:
-        pipeline.append(passes["verify"]())
-    reduced, report, _ = run_pipeline(model, example_inputs, pipeline)
+    if policy is None:
+        policy = RankPolicy(**rule)
+    elif rule:
+        raise TypeError("give a RankPolicy or its fields as keywords, not both")
+    pipeline = _passes.default_pipeline(policy, verify=verify, hinf=hinf)
+    reduced, report, state = run_pipeline(model, example_inputs, pipeline)
+    if not state.initial_blocks:
+        raise MatchError(no_block_message(model, state))
     return reduced, report
 
 
 __all__ = ["analyze", "reduce", "prepare", "run_pipeline"]
-

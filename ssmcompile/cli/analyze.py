@@ -36,6 +36,8 @@ def energy_ranks(n: int) -> list[int]:
 
 def analyse_checkpoint(path: Path, probe_length: int, seed: int, quiet: bool = True):
     """``(meta, report, analyses)`` for the checkpoint at ``path``."""
+    import passes
+
     from ..api import run_pipeline
     from ..io import load_checkpoint
 
@@ -46,7 +48,7 @@ def analyse_checkpoint(path: Path, probe_length: int, seed: int, quiet: bool = T
         if x.is_floating_point():
             x = x.to(_common.model_dtype(model))
         advance("hankel analysis")
-        _, report, state = run_pipeline(model, x, "hankel-analysis")
+        _, report, state = run_pipeline(model, x, passes.default_pipeline(None))
     return meta, report, state.analyses
 
 

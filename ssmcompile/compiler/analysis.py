@@ -6,15 +6,14 @@ rewrites blocks the same way, and so the rewrite can analyse on demand.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ..numerics import energy_rank, hankel_singular_values, truncate
 from ..numerics.system import TruncationResult
 from .activations import block_inputs
-from .state import META_KEY, Block, BlockAnalysis, CompileState
+from .precision import at_precision, cast_inputs, primary_output, run_checked
+from .state import META_KEY, Block, BlockAnalysis, BlockRecord, CompileState, Truncation
 
 SUGGESTED_TAUS = (0.01, 0.02, 0.05, 0.1)
 
@@ -30,6 +29,11 @@ def analyse_block(state: CompileState, block: Block) -> BlockAnalysis:
         system = block.adapter.calibrate(module, u)
     else:
         system = block.adapter.read(module)
+    caveat = getattr(block.adapter, "caveat", None)
+    if caveat is not None:
+        note = f"{block.name or '<model>'}: {caveat(module)}"
+        if note not in state.notes:
+            state.notes.append(note)
     hsv = hankel_singular_values(system.A, system.B, system.C)
     total = hsv.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     energy = (hsv.cumsum(dim=-1) / total).reshape(-1, hsv.shape[-1]).amin(dim=0)
@@ -61,7 +65,8 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 
 
 def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationResult:
-    """Balanced-truncate one block of ``state.model`` (which the caller has already copied)."""
+    """Balanced-truncate one block of ``state.model`` (which the caller has already copied) and
+    add the step to the block's :class:`BlockRecord`."""
     analysis = state.analyses.get(block.name) or analyse_block(state, block)
     # clip: a rank above the numerical minimal order has no balanced realisation; the states
     # beyond it carry σ ≈ 0, so dropping them changes nothing measurable.
@@ -73,19 +78,66 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
         new = block.adapter.rebuild(module, result.system)
     state.model = replace_module(state.model, block.name, new)
     state.rewrites[block.name] = result
-    state.bounds[block.name] = state.bounds.get(block.name, 0.0) + float(result.bound.max())
+    bound = None
+    if is_certified(block):
+        # An adapter that reads its system only approximately (a black-box identification)
+        # adds that error: ‖G_block − G_r‖ ≤ ‖G_block − G_read‖ + ‖G_read − G_r‖.
+        read_error = getattr(block.adapter, "read_error", None)
+        bound = float(result.bound.max()) + (float(read_error(module)) if read_error else 0.0)
+    step = Truncation(analysis.state_dim, result.rank, bound, float(result.bound.max()))
+    kept = tuple(result.hsv[..., : result.rank].flatten().tolist())
+    energy = float(analysis.energy[result.rank - 1])
+    previous = state.records.get(block.name)
+    if previous is None:
+        kind = block.kind
+        try:
+            kind = state.initial_block(block.name).kind
+        except KeyError:
+            pass
+        spectrum = tuple(sorted(analysis.hsv.flatten().tolist(), reverse=True))
+        state.records[block.name] = BlockRecord(block.name, kind, analysis.state_dim,
+                                                result.rank, bound, kept, (step,), spectrum,
+                                                energy)
+    else:
+        state.records[block.name] = previous.then(step, kept, energy)
     return result
 
 
-def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor) -> float:
-    """max over the batch of ‖y − y_r‖₂ / ‖u‖₂ (norms over time and channels), in float64.
+def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor
+                  ) -> tuple[float, torch.dtype]:
+    """max over the batch of ‖y − y_r‖₂ / ‖u‖₂ (norms over time and channels), and the dtype
+    it was measured in: float64, or the original's own dtype when it cannot run in float64.
 
     For a causal LTI block started at rest, this is bounded by ‖G − G_r‖∞ ≤ 2·Σ tail.
     """
-    a = copy.deepcopy(original).double().eval()
-    b = copy.deepcopy(reduced).double().eval()
-    u = u.double()
+    def measure(dtype: torch.dtype) -> float:
+        a, b = at_precision(original, dtype), at_precision(reduced, dtype)
+        x = u.to(dtype)
+        with torch.no_grad():
+            err = (primary_output(a(x)) - primary_output(b(x))).flatten(1).norm(dim=1)
+        scale = x.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
+        return float((err / scale).max())
+
+    return run_checked(measure, original)
+
+
+def l2_gain(module: nn.Module, u: torch.Tensor, dtype: torch.dtype) -> float:
+    """max over the batch of ‖y‖₂ / ‖u‖₂ at ``dtype``: the scale rounding noise is relative to."""
+    m = at_precision(module, dtype)
+    x = u.to(dtype)
     with torch.no_grad():
-        err = (a(u) - b(u)).flatten(1).norm(dim=1)
-    scale = u.flatten(1).norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
-    return float((err / scale).max())
+        y = primary_output(m(x)).flatten(1).norm(dim=1)
+    return float((y / x.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)).max())
+
+
+def model_output_error(original: nn.Module, reduced: nn.Module, inputs: tuple) -> float:
+    """max |y − y_r| of the two whole models' primary outputs (a tensor, ``.logits`` of a
+    ``ModelOutput``, or the first tensor of a tuple/dataclass), in float64 where the model runs
+    in it."""
+    def measure(dtype: torch.dtype) -> float:
+        a, b = at_precision(original, dtype), at_precision(reduced, dtype)
+        x = cast_inputs(inputs, dtype)
+        with torch.no_grad():
+            return float((primary_output(a(*x)) - primary_output(b(*x))).abs().max())
+
+    return run_checked(measure, original)[0]

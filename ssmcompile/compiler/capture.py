@@ -8,6 +8,7 @@ tree, and the capture says why so the report can show it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import networkx as nx
@@ -64,10 +65,15 @@ def to_networkx(graph: fx.Graph) -> nx.DiGraph:
 
 
 def capture(model: nn.Module) -> Capture:
-    """Trace ``model`` with :class:`SSMTracer`; never raises for an untraceable model."""
+    """Trace a copy of ``model`` with :class:`SSMTracer`; never raises for an untraceable model.
+
+    A copy, because tracing runs ``forward`` on proxies: a layer that assigns ``self.x = ...``
+    there would keep a ``Proxy`` and produce garbage afterwards. The graph module's submodules
+    are the copy's; read the live modules from the model by the nodes' qualified names.
+    """
     try:
         tracer = SSMTracer()
-        graph = tracer.trace(model)
+        graph = tracer.trace(copy.deepcopy(model))
         gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
     except Exception as err:  # noqa: BLE001 - any tracing failure means "fall back", by design
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -33,30 +33,64 @@ class RankPolicy:
     tau: float | None = None
     budget: float | None = None
     squared: bool = False
-    overrides: Mapping[str, int] = field(default_factory=dict)
+    overrides: tuple[tuple[str, int], ...] = ()
     gate: float = 0.95
 
     def __post_init__(self) -> None:
+        # A mapping is accepted for convenience; stored as sorted pairs so the policy stays
+        # hashable and its pipeline spelling is canonical.
+        pairs = (self.overrides.items() if isinstance(self.overrides, Mapping)
+                 else self.overrides)
+        try:
+            pairs = tuple(sorted((str(k), int(v)) for k, v in pairs))
+        except (TypeError, ValueError):
+            raise RankError("per-block ranks must be name → integer pairs") from None
+        object.__setattr__(self, "overrides", pairs)
         chosen = [k for k in ("rank", "fraction", "tau", "budget") if getattr(self, k) is not None]
         if len(chosen) > 1:
             raise RankError(f"choose one of rank, fraction, tau, budget (got {', '.join(chosen)})")
         if not chosen and not self.overrides:
             raise RankError("a rank policy needs rank, fraction, tau, budget or per-block ranks")
         if self.rank is not None and self.rank < 1:
-            raise RankError(f"rank must be ≥ 1, got {self.rank}")
+            raise RankError(f"rank must be >= 1, got {self.rank}")
         for key in ("fraction", "tau", "budget"):
             v = getattr(self, key)
-            if v is not None and not (0.0 < v < 1.0 or (key != "tau" and v == 1.0)):
-                raise RankError(f"{key} must be in (0, 1), got {v}")
-        for name, r in self.overrides.items():
+            if v is None:
+                continue
+            if key == "tau" and not 0.0 < v < 1.0:
+                raise RankError(f"tau must be in (0, 1), got {v:g}")
+            if key != "tau" and not 0.0 < v <= 1.0:
+                raise RankError(f"{key} must be in (0, 1], got {v:g}")
+        for name, r in self.overrides:
             if r < 1:
-                raise RankError(f"rank for block {name!r} must be ≥ 1, got {r}")
+                raise RankError(f"block {name}={r}: rank must be >= 1")
         if not 0.0 < self.gate <= 1.0:
             raise RankError(f"gate must be in (0, 1], got {self.gate}")
 
+    @property
+    def block_ranks(self) -> dict[str, int]:
+        return dict(self.overrides)
+
+    def require_reduction(self, dims: Mapping[str, int]) -> None:
+        """RankError unless every fixed rank is below its block's state dim (for tools that
+        must shrink every block they are told to, such as ``ssmcompile reduce``)."""
+        per_block = self.block_ranks
+        for name, r in per_block.items():
+            if name not in dims:
+                raise RankError(f"no block named {name!r} (blocks: {', '.join(dims)})")
+            if not r < dims[name]:
+                raise RankError(f"block {name}={r}: rank must be in 1..{dims[name] - 1} "
+                                f"(block has n={dims[name]})")
+        if self.rank is not None:
+            for name, n in dims.items():
+                if name not in per_block and self.rank >= n:
+                    raise RankError(f"rank {self.rank} is not below the state dim of block "
+                                    f"{name} (n={n})")
+
     def decide(self, analyses: list[BlockAnalysis]) -> dict[str, RankDecision]:
         """One decision per analysed block (reduce or keep, with the reason)."""
-        unknown = set(self.overrides) - {a.name for a in analyses}
+        overrides = self.block_ranks
+        unknown = set(overrides) - {a.name for a in analyses}
         if unknown:
             raise RankError(f"no block named {sorted(unknown)[0]!r}; blocks: "
                             + ", ".join(a.name for a in analyses))
@@ -64,8 +98,8 @@ class RankPolicy:
         decisions = {}
         for a in analyses:
             n = a.state_dim
-            if a.name in self.overrides:
-                r, why = self.overrides[a.name], "per-block rank"
+            if a.name in overrides:
+                r, why = overrides[a.name], "per-block rank"
                 if r > n:
                     raise RankError(f"rank {r} for block {a.name!r} exceeds its state dim {n}")
                 decisions[a.name] = RankDecision(a.name, n, r, r < n, why)

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .state import CompileState
+from .suspects import no_block_message
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,16 @@ class Report:
 
     def explain(self) -> str:
         """Why candidates did not match (the CLI's ``--explain``)."""
-        if not self.failures:
+        lines = [f"{name}: [{rule}] {reason}" for name, rule, reason in self.failures]
+        if not self.blocks:
+            lines.insert(0, self.no_block_note or "no state-space block found")
+        elif not lines:
             return "every candidate matched"
-        return "\n".join(f"{name}: [{rule}] {reason}" for name, rule, reason in self.failures)
+        return "\n".join(lines)
+
+    @property
+    def no_block_note(self) -> str | None:
+        return next((n for n in self.notes if n.startswith("no state-space block")), None)
 
     def __str__(self) -> str:
         if self.blocks and not any(b.decided for b in self.blocks):
@@ -100,28 +108,43 @@ def _fmt_pct(x: float | None) -> str:
 
 
 def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Report:
+    """The report of a finished pipeline: one row per block of the caller's model, read from
+    the block records (what happened), the current analyses and the verifications."""
     rows = []
-    for b in state.blocks:
+    for b in state.initial_blocks:
+        rec = state.records.get(b.name)
         a = state.analyses.get(b.name)
         d = state.decisions.get(b.name)
-        t = state.rewrites.get(b.name)
         v = state.verifications.get(b.name)
-        n = a.state_dim if a else b.adapter.state_dim(state.original.get_submodule(b.name))
-        r = d.rank if d else n
-        energy = float(a.energy[r - 1]) if a is not None else None
+        if rec is not None:
+            n, r = rec.n_before, rec.rank
+        else:
+            n = b.adapter.state_dim(state.original.get_submodule(b.name))
+            r = d.rank if d else n
+        # Analyses are dropped after a rewrite: a reduced block's figures come from its record.
+        if rec is not None:
+            energy, hsv = rec.energy_kept, rec.hsv_before
+        elif a is not None:
+            energy = float(a.energy[r - 1])
+            hsv = tuple(sorted((float(s) for s in a.hsv.flatten()), reverse=True))
+        else:
+            energy, hsv = None, ()
         rows.append(BlockRow(
-            name=b.name, kind=b.kind, rule=b.rule, state_dim=n, rank=r,
-            reduced=t is not None,
+            name=b.name, kind=rec.kind if rec else b.kind, rule=b.rule, state_dim=n, rank=r,
+            reduced=rec is not None,
             reason=d.reason if d else ("analysis only" if a else "not analysed"),
             energy_kept=energy,
-            bound=v.bound if v is not None else (float(t.bound.max()) if t is not None else None),
+            bound=v.bound if v is not None else (rec.bound if rec is not None else None),
             measured_error=v.measured if v else None,
             hinf_error=v.hinf if v else None,
             feeds=feeds.get(b.name, ()),
-            hsv=tuple(sorted((float(s) for s in a.hsv.flatten()), reverse=True)) if a else (),
+            hsv=hsv,
             suggested=a.suggested if a is not None else (),
             decided=d is not None,
         ))
+    notes = list(state.notes)
+    if not state.initial_blocks:
+        notes.insert(0, no_block_message(state.original, state))
     return Report(
         capture=state.capture.note,
         pipeline=",".join(spec for spec, _ in state.history),
@@ -129,4 +152,5 @@ def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Repo
         blocks=tuple(rows),
         failures=tuple((f.name, f.rule, f.reason) for f in state.failures),
         output_error=state.output_error,
+        notes=tuple(notes),
     )

@@ -6,7 +6,7 @@ also attached to the fx node of their block (``node.meta["ssmcompile"]``) when a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -81,7 +81,8 @@ class BlockVerification:
 
     ``measured``: max over the probe batch of ‖y − y_r‖₂ / ‖u‖₂ on the block's real input
     (an ℓ2 gain, which the H∞ norm of G − G_r bounds); ``hinf``: the H∞ estimate, if computed;
-    ``bound`` is ``None`` for data-driven (selective) blocks, which have no certificate.
+    ``bound`` is ``None`` for data-driven (selective) blocks, which have no certificate;
+    ``precision``: the dtype the comparison ran in (float64 unless the block cannot run in it).
     """
 
     name: str
@@ -89,11 +90,69 @@ class BlockVerification:
     measured: float
     hinf: float | None
     ok: bool
+    precision: str = "float64"
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """One rewrite of a block inside a pipeline: ``n`` → ``r`` states with this ``bound``
+    (``None`` for a data-driven block, whose error is measured only); ``tail``: 2·Σ of the
+    discarded σ of the system truncated (for a data-driven block, of its surrogate)."""
+
+    n: int
+    r: int
+    bound: float | None
+    tail: float
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """The one record of what a pipeline did to one block; the CLI, the trainer, the report and
+    the checkpoint history all read this.
+
+    ``n_before``: the state dim in the caller's model; ``rank``: the final one; ``bound``: the
+    summed certified bound of every truncation (errors add by the triangle inequality), or
+    ``None`` when the block is data-driven ("measured only"); ``hsv_kept``: the HSVs the last
+    truncation kept (flattened over a batch for multi-SISO blocks); ``steps``: each truncation;
+    ``hsv_before``: the whole spectrum before the first truncation (descending, flattened);
+    ``energy_kept``: Σ kept σ / Σ σ of the last truncation (worst case over a batch).
+    """
+
+    name: str
+    kind: str
+    n_before: int
+    rank: int
+    bound: float | None
+    hsv_kept: tuple[float, ...]
+    steps: tuple[Truncation, ...]
+    hsv_before: tuple[float, ...] = ()
+    energy_kept: float | None = None
+
+    @property
+    def certified(self) -> bool:
+        return self.bound is not None
+
+    @property
+    def tail(self) -> float:
+        """Σ over the truncations of 2·Σ discarded σ (the bound when certified)."""
+        return sum(s.tail for s in self.steps)
+
+    def then(self, step: Truncation, hsv_kept: tuple[float, ...],
+             energy_kept: float | None) -> BlockRecord:
+        """This record after one more truncation of the same block."""
+        bound = None if self.bound is None or step.bound is None else self.bound + step.bound
+        return replace(self, rank=step.r, bound=bound, hsv_kept=hsv_kept,
+                       steps=(*self.steps, step), energy_kept=energy_kept)
 
 
 @dataclass
 class CompileState:
-    """Everything a pipeline knows about one model. ``original`` is never mutated."""
+    """Everything a pipeline knows about one model. ``original`` is never mutated.
+
+    ``capture`` and ``blocks`` always describe ``model`` (the pass manager re-derives them after
+    every modifying pass); ``initial_blocks`` are the blocks as matched on ``original``;
+    ``records`` accumulate over the whole pipeline, ``analyses`` only until the next rewrite.
+    """
 
     original: nn.Module
     model: nn.Module
@@ -101,18 +160,25 @@ class CompileState:
     capture: Capture
     blocks: list[Block]
     failures: list[MatchFailure] = field(default_factory=list)
+    rules: tuple = ()
+    initial_blocks: tuple[Block, ...] = ()
     analyses: dict[str, BlockAnalysis] = field(default_factory=dict)
     decisions: dict[str, RankDecision] = field(default_factory=dict)
     rewrites: dict[str, TruncationResult] = field(default_factory=dict)
-    # Bounds add up when one pipeline truncates a block twice (triangle inequality), so verify
-    # checks the original against the final model with the sum.
-    bounds: dict[str, float] = field(default_factory=dict)
+    records: dict[str, BlockRecord] = field(default_factory=dict)
     verifications: dict[str, BlockVerification] = field(default_factory=dict)
     output_error: float | None = None
     history: list[tuple[str, bool]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def block(self, name: str) -> Block:
         for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def initial_block(self, name: str) -> Block:
+        for b in self.initial_blocks:
             if b.name == name:
                 return b
         raise KeyError(name)

@@ -4,6 +4,7 @@ Pure functions on torch tensors, float64/complex128 inside. Systems follow
 ``x_k = A x_{k-1} + B u_k, y_k = C x_k + D u_k`` with A (..., n) diagonal or (..., n, n) dense.
 """
 
+from .era import EraResult, era, era_reference, markov_hankel
 from .hankel import balancing_svd, hankel_singular_values, hankel_singular_values_reference
 from .hinf import (
     difference_system,
@@ -22,6 +23,10 @@ from .truncation import DEFAULT_MAX_COND, balanced_truncation, rediagonalise, tr
 __all__ = [
     "LTISystem",
     "TruncationResult",
+    "era",
+    "era_reference",
+    "markov_hankel",
+    "EraResult",
     "gramians",
     "gramian_factors",
     "gramians_reference",

@@ -5,7 +5,7 @@ and the file overrides what it sets::
 
     preset = "lru-digits"
     steps = 1200
-    pipeline = "hankel-analysis,balanced-truncation{tau=0.02},verify"
+    pipeline = "..."    # a pipeline string: passes.default_pipeline_text(RankPolicy(tau=0.02))
     [model]
     d_model = 64
     [schedule]
@@ -36,8 +36,13 @@ SELECTIVE_LAYERS = ("mamba1", "mamba2")
 
 
 def default_pipeline(tau: float = DEFAULT_TAU) -> str:
-    """The pipeline the trainer runs at each event unless given another one."""
-    return f"hankel-analysis,balanced-truncation{{tau={tau}}},verify"
+    """The pipeline the trainer runs at each event unless given another one: the passes'
+    default pipeline with the energy rule at ``tau``."""
+    import passes
+
+    from ..compiler import RankPolicy
+
+    return passes.default_pipeline_text(RankPolicy(tau=tau))
 
 
 class ConfigError(SSMCompileError, ValueError):

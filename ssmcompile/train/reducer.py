@@ -18,8 +18,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ..api import run_pipeline
-from ..compiler import ModulePass, Report
-from ..errors import SSMCompileError
+from ..compiler import CompileState, ModulePass, Report
+from ..compiler.precision import describe_exception
 from ..io import ReductionEvent, unwrap_module
 from .optim_surgery import SwapSummary, swap_parameters
 from .schedule import ReductionSchedule
@@ -65,32 +65,42 @@ def reduce_model(model: nn.Module, optimizer: Optimizer | None, pipeline: Pipeli
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)  # nothing stale is deep-copied or reused
         new, report, state = run_pipeline(raw, example_inputs, pipeline)
-    if not state.rewrites:
+    if not state.records:
         return raw, None
     new.train(raw.training)
     swap = swap_parameters(optimizer, raw, new) if optimizer is not None else None
-    before = {name: a.state_dim for name, a in state.analyses.items()}
     after = {b.name: b.adapter.state_dim(new.get_submodule(b.name)) for b in state.blocks}
-    events = []
-    for name, result in state.rewrites.items():
-        kept = result.hsv[..., : result.rank].flatten()
-        events.append(ReductionEvent(step=step, block=name, n=before[name], r=after[name],
-                                     hsv_kept=tuple(kept.tolist()),
-                                     bound=float(result.bound.max())))
-    spectra = {name: tuple(sorted(a.hsv.flatten().tolist(), reverse=True))
-               for name, a in state.analyses.items()}
-    applied = AppliedReduction(step, tuple(events), before, after, spectra, report, swap,
+    before = {row.name: row.state_dim for row in report.blocks}
+    events = history_events(state, step)
+    spectra = {row.name: row.hsv for row in report.blocks}
+    applied = AppliedReduction(step, events, before, after, spectra, report, swap,
                                time.perf_counter() - start)
     return new, applied
+
+
+def history_events(state: CompileState, step: int) -> tuple[ReductionEvent, ...]:
+    """One checkpoint-history event per block the pipeline shrank, in model order, read from
+    the pipeline's block records: n before the whole pipeline → its final r, with the summed
+    bound (for data-driven blocks, which have none, the summed 2·Σ discarded surrogate σ)."""
+    events = []
+    for b in state.initial_blocks:
+        rec = state.records.get(b.name)
+        if rec is None:
+            continue
+        events.append(ReductionEvent(step=step, block=rec.name, n=rec.n_before, r=rec.rank,
+                                     hsv_kept=rec.hsv_kept,
+                                     bound=rec.bound if rec.bound is not None else rec.tail))
+    return tuple(events)
 
 
 class ReductionScheduler:
     """Reductions inside your own training loop: call ``step`` once per optimizer step.
 
-    ``pipeline``: a pipeline string (e.g. ``"hankel-analysis,balanced-truncation{tau=0.05},
-    verify"``) or pass objects; ``schedule``: a ``ReductionSchedule`` (fractions need
-    ``total_steps``) or explicit step numbers; ``example_inputs``: a fixed batch (tensor or
-    tuple of forward arguments) the pipeline analyses and verifies on.
+    ``pipeline``: a pipeline string or pass objects (e.g.
+    ``passes.default_pipeline(RankPolicy(tau=0.05))``); ``schedule``: a
+    ``ReductionSchedule`` (fractions need ``total_steps``) or explicit step numbers;
+    ``example_inputs``: a fixed batch (tensor or tuple of forward arguments) the pipeline
+    analyses and verifies on.
 
     ``model, optimizer, event = reducer.step(model, optimizer, step)``, with ``step`` the
     number of optimizer updates done so far, returns the model to keep training: at an event
@@ -100,7 +110,8 @@ class ReductionScheduler:
     ``None``. A compiled or DDP-wrapped model is unwrapped: wrap the returned raw model again
     after an event (``torch._dynamo.reset()`` first when compiling).
 
-    A pipeline error skips that event with a warning (``strict=True`` raises instead).
+    Any error of the pipeline (ours, or one raised inside the user's modules) skips that event
+    with a warning, leaving model and optimizer as they were (``strict=True`` raises instead).
     ``history`` holds every block's ``ReductionEvent`` so far, ready for
     ``ssmcompile.io.save_checkpoint(..., history=reducer.history)``.
     """
@@ -125,10 +136,10 @@ class ReductionScheduler:
         try:
             new, applied = reduce_model(model, optimizer, self.pipeline, self.example_inputs,
                                         step)
-        except SSMCompileError as err:
+        except Exception as err:  # noqa: BLE001 - any failure skips the event unless strict
             if self.strict:
                 raise
-            self.skipped.append((step, str(err)))
+            self.skipped.append((step, describe_exception(err)))
             warnings.warn(f"reduction at step {step} skipped: {err}", stacklevel=2)
             return model, optimizer, None
         if applied is None:
@@ -138,4 +149,5 @@ class ReductionScheduler:
         return new, optimizer, applied
 
 
-__all__ = ["AppliedReduction", "reduce_model", "ReductionScheduler", "Pipeline"]
+__all__ = ["AppliedReduction", "reduce_model", "history_events", "ReductionScheduler",
+           "Pipeline"]

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import passes
+
 from ..api import prepare
 from ..compiler import parse_pipeline
 from ..errors import SSMCompileError
@@ -75,7 +77,8 @@ class Trainer:
         self.config = config
         self.pipeline = pipeline if pipeline is not None else config.pipeline
         if isinstance(self.pipeline, str):
-            parse_pipeline(self.pipeline)  # a typo fails now, not at the first event
+            # a typo fails now, not at the first event
+            parse_pipeline(self.pipeline, passes.default_registry())
         self.resume = resume
         self.callbacks = tuple(callbacks)
         self.data = data

@@ -132,12 +132,12 @@ def test_pipeline_strings_parse_and_fail_clearly():
 
 
 def test_registry_keys_equal_pass_names():
-    from ssmcompile.compiler import registered_passes
+    import passes
 
-    passes = registered_passes()
-    assert {"hankel-analysis", "balanced-truncation", "verify"} <= set(passes)
-    assert all(cls.name == key for key, cls in passes.items())
-    assert all(cls.in_place is False for cls in passes.values())
+    registry = passes.default_registry()
+    assert {"hankel-analysis", "balanced-truncation", "verify"} <= set(registry.names())
+    assert all(cls.name == key for key, cls in registry.classes.items())
+    assert all(cls.in_place is False for cls in registry.classes.values())
 
 
 def test_overrides_and_budget():
@@ -179,7 +179,7 @@ def test_two_truncations_in_one_pipeline_compose_and_bounds_add():
     for row in report.blocks:
         assert row.rank == 5
         # the final model is compared with the caller's: errors add, so the bounds do too
-        assert row.bound == pytest.approx(state.bounds[row.name])
+        assert row.bound == pytest.approx(state.records[row.name].bound)
         assert row.measured_error <= row.bound * (1 + 1e-6) + 1e-8
         assert row.hinf_error <= row.bound * (1 + 1e-6) + 1e-8
 

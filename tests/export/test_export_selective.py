@@ -12,8 +12,9 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+import passes  # noqa: E402
 from ssmcompile import run_pipeline  # noqa: E402
-from ssmcompile.compiler import registered_passes  # noqa: E402
+from ssmcompile.compiler import RankPolicy  # noqa: E402
 from ssmcompile.export import export_onnx, graph_stats  # noqa: E402
 from ssmcompile.export.program import export_program  # noqa: E402
 from ssmcompile.selective import LMConfig, SelectiveLM, selective_scan  # noqa: E402
@@ -60,10 +61,7 @@ def test_reduced_mamba2_lm_exports_with_parity(tmp_path):
     torch.manual_seed(0)
     lm = SelectiveLM(LMConfig(30, 16, 2, "mamba2", 8, head_dim=8, n_groups=2)).eval()
     ids = torch.randint(0, 30, (2, 24), generator=torch.Generator().manual_seed(0))
-    passes = registered_passes()
-    pipeline = [passes["hankel-analysis"](),
-                passes["balanced-truncation"](overrides=(("layers.1.mixer", 5),)),
-                passes["verify"]()]
+    pipeline = passes.default_pipeline(RankPolicy(overrides={"layers.1.mixer": 5}))
     reduced, _, _ = run_pipeline(lm, ids, pipeline)
     assert reduced.state_dims == (8, 5)
     result = export_onnx(reduced, tmp_path / "lm.onnx", check=True)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import passes
 from ssmcompile.adapters import adapter_for
 from ssmcompile.compiler import ModulePass, PassResult, parse_pipeline
 from ssmcompile.errors import SSMCompileError
@@ -222,7 +223,8 @@ def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
     from stability import stability_report  # noqa: I001 (sibling module of the scripts)
 
     pass_log: list = []
-    pipeline = ([TimedPass(p, pass_log) for p in parse_pipeline(spec.pipeline)]
+    registry = passes.default_registry()
+    pipeline = ([TimedPass(p, pass_log) for p in parse_pipeline(spec.pipeline, registry)]
                 if spec.pipeline else None)
     probe = Probe(spec, pass_log)
     config = spec.train_config()
