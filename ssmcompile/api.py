@@ -62,7 +62,7 @@ def reduce(model: nn.Module, example_inputs, policy: RankPolicy | None = None, *
 
     The policy is a :class:`RankPolicy` or its fields as keywords (``rank=12``, ``tau=0.01``,
     ``budget=0.5``, ``fraction=0.25``, ``overrides={"blocks.0.ssm": 8}``, ``gate``,
-    ``squared``). Returns ``(reduced_model, report)``; with ``verify`` the report holds each
+    ``squared``). Returns ``(reduced_model, report)``; when verifying, the report holds each
     block's measured error next to its bound, and a block that breaks its bound raises
     ``VerificationError``. A model with no state-space block raises ``MatchError``.
     """

@@ -23,7 +23,7 @@ from ..errors import MatchError
 from ..numerics.system import LTISystem
 from .canonical import CanonicalSSM
 from .capture import SSMTracer, is_scan_node
-from .precision import at_precision, native_dtype, primary_output, run_checked
+from .precision import at_precision, describe_exception, native_dtype, primary_output, run_checked
 
 # Relative tolerance of the probe's consistency checks per precision: a float32 module (one
 # that casts inside forward cannot run in float64) only agrees to a few ulps of its scale.
@@ -52,7 +52,8 @@ def _trace_alone(module: nn.Module) -> tuple[fx.GraphModule, fx.Node]:
         tracer = SSMTracer()
         graph = tracer.trace(module)
     except Exception as err:  # noqa: BLE001 - reported as a match failure with the reason
-        raise MatchError(f"could not trace the module on its own ({type(err).__name__})") from None
+        raise MatchError("could not trace the module on its own "
+                         f"({describe_exception(err)})") from None
     gm = fx.GraphModule(tracer.root, graph)
     scans = [n for n in gm.graph.nodes if is_scan_node(n)]
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

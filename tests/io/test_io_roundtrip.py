@@ -98,8 +98,11 @@ def test_roundtrip_float64_tokens_layernorm(tmp_path):
 
 
 def reduction_events(state, step: int) -> tuple[ReductionEvent, ...]:
+    """Events written here from the truncation results themselves (not the block records the
+    library's own ``history_events`` reads), so the replay is checked against an independent
+    account of what happened."""
     return tuple(
-        ReductionEvent(step=step, block=name, n=state.analyses[name].state_dim, r=res.rank,
+        ReductionEvent(step=step, block=name, n=res.hsv.shape[-1], r=res.rank,
                        hsv_kept=tuple(res.hsv[..., : res.rank].flatten().tolist()),
                        bound=float(res.bound.max()))
         for name, res in state.rewrites.items()
