@@ -8,6 +8,7 @@ the same class in that layer's own parameterisation. Third-party layers join wit
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -43,6 +44,33 @@ class BlockAdapter(Protocol):
 
 
 _REGISTRY: dict[type[nn.Module], BlockAdapter] = {}
+# Fully-qualified class name → "module:attribute" of the adapter class. Keyed by name so that
+# bundling an adapter for a third-party layer never imports that package: the adapter module is
+# imported only when a module of that class is looked up (the user has imported it by then).
+_LAZY: dict[str, str] = {}
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_lazy_block(layer_class_path: str, adapter_path: str) -> None:
+    """Bundle the adapter ``"pkg.module:AdapterClass"`` (constructed without arguments) for the
+    layer class named ``layer_class_path`` (``"LRU_pytorch.LRU.LRU"``), resolved on first use."""
+    if ":" not in adapter_path:
+        raise MatchError(f"adapter path {adapter_path!r} must be 'module:attribute'")
+    _LAZY[layer_class_path] = adapter_path
+
+
+def _load_lazy(cls: type, adapter_path: str) -> BlockAdapter:
+    module_name, _, attr = adapter_path.partition(":")
+    try:
+        adapter = getattr(importlib.import_module(module_name), attr)()
+    except Exception as err:  # noqa: BLE001 - a broken bundle entry must say which one
+        raise MatchError(f"the bundled adapter {adapter_path} for {class_path(cls)} failed to "
+                         f"load: {type(err).__name__}: {err}") from None
+    _REGISTRY[cls] = adapter
+    return adapter
 
 
 def register_block(module_type: type[nn.Module], adapter: BlockAdapter) -> None:
@@ -55,11 +83,15 @@ def register_block(module_type: type[nn.Module], adapter: BlockAdapter) -> None:
 
 
 def adapter_for(module: nn.Module) -> BlockAdapter | None:
-    """The adapter registered for ``type(module)`` or its nearest registered base class."""
+    """The adapter registered for ``type(module)`` or its nearest registered base class
+    (a bundled third-party adapter is loaded here, the first time its layer is seen)."""
     for cls in type(module).__mro__:
         adapter = _REGISTRY.get(cls)
         if adapter is not None:
             return adapter
+        lazy = _LAZY.get(class_path(cls)) if _LAZY else None
+        if lazy is not None:
+            return _load_lazy(cls, lazy)
     return None
 
 

@@ -26,6 +26,8 @@ class RankPolicy:
       HSVs normalised per block (σ / Σσ), as LAST compares layers.
     - ``overrides``: block name → rank, applied last.
     - ``gate``: a block is reduced only if r < gate·n (the paper's 0.95), unless overridden.
+    - ``uniform``: every block of the same state size gets the largest rank any of them asks
+      for (formats such as a Hugging Face config hold one state size for all layers).
     """
 
     rank: int | None = None
@@ -35,6 +37,7 @@ class RankPolicy:
     squared: bool = False
     overrides: tuple[tuple[str, int], ...] = ()
     gate: float = 0.95
+    uniform: bool = False
 
     def __post_init__(self) -> None:
         # A mapping is accepted for convenience; stored as sorted pairs so the policy stays
@@ -123,7 +126,21 @@ class RankPolicy:
                     a.name, n, n, False, f"{why}: r={r} is not below {self.gate:.0%} of n={n}")
             else:
                 decisions[a.name] = RankDecision(a.name, n, r, True, why)
-        return decisions
+        return _uniform(decisions) if self.uniform else decisions
+
+
+def _uniform(decisions: dict[str, RankDecision]) -> dict[str, RankDecision]:
+    """Blocks that share a state size get one rank: the largest any of them needs (a block
+    the policy keeps whole keeps the whole group whole)."""
+    out = dict(decisions)
+    for n in {d.state_dim for d in decisions.values()}:
+        group = [d for d in decisions.values() if d.state_dim == n]
+        r = max(d.rank for d in group)
+        for d in group:
+            reason = d.reason if d.rank == r else f"{d.reason}; raised to {r} (uniform)"
+            out[d.name] = RankDecision(d.name, n, r, r < n, reason if r < n else
+                                       f"{d.reason}; kept whole (uniform)")
+    return out
 
 
 def _budget_ranks(analyses: list[BlockAnalysis], budget: float) -> dict[str, int]:
