@@ -32,6 +32,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from .check import ParityOptions, ParityReport, ParityRow, check_sequence_parity, check_step_parity
+from .lowering import LoweredBlock, lower_for_export
 from .onnx_file import check_output_path, graph_stats, staged_onnx_file
 from .onnx_scan import DEFAULT_SCAN_CHUNK, check_scan_chunk
 from .program import add_metadata, check_opset, opset_of
@@ -124,7 +125,10 @@ def export_onnx(
         export_length = int(given.shape[1]) if given is not None else DEFAULT_EXPORT_LENGTH
     example = export_example(sampler, export_length).to(model_device(model))
     graph = "step" if step else "sequence"
-    with eval_mode(model):
+    reference = model
+    # Blocks written elsewhere (Python-loop or vmap recurrences) are swapped for ours first.
+    model, lowered = lower_for_export(model, example)
+    with eval_mode(model), eval_mode(reference):
         if step:
             layout: StateLayout | None = state_layout(model)
             proto = export_step(model, example[:, 0], layout, opset)
@@ -148,7 +152,8 @@ def export_onnx(
                 if layout is not None:
                     parity = check_step_parity(model, staged, sampler, layout, options)
                 else:
-                    parity = check_sequence_parity(model, staged, sampler, export_length, options)
+                    parity = check_sequence_parity(reference, staged, sampler, export_length,
+                                                   options)
                 parity.raise_if_failed()
     return ExportResult(
         path=path,
@@ -161,11 +166,14 @@ def export_onnx(
         stats=stats,
         data_path=data_path,
         parity=parity,
+        lowered=lowered,
     )
 
 
 __all__ = [
     "export_onnx",
+    "lower_for_export",
+    "LoweredBlock",
     "DEFAULT_SCAN_CHUNK",
     "ExportResult",
     "ExportError",

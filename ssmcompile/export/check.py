@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..compiler.precision import primary_output
 from .result import ParityError
 from .runtime import SessionOptions, create_session
 from .sampling import InputSampler, model_device
@@ -135,7 +136,7 @@ def check_sequence_parity(
             for batch in options.batches:
                 u = sampler.sequence(batch, length, g)
                 (y,) = session.run(None, {SEQUENCE_INPUT: _np(u)})
-                y_torch = model(u.to(device))
+                y_torch = primary_output(model(u.to(device)))
                 rows.append(ParityRow("sequence", "forward", batch, length, _err(y, y_torch)))
     return ParityReport(tuple(rows), tuple(session.get_providers()), options.tolerance)
 

@@ -44,7 +44,10 @@ class ExportResult:
       graphs only; empty for sequence graphs).
     - ``data_path``: the side weights file, only for models over protobuf's 2 GiB limit;
       ``None`` means the ``.onnx`` file is self-contained.
-    - ``parity``: the onnxruntime-vs-PyTorch report when the export ran with ``check=True``.
+    - ``parity``: the onnxruntime-vs-PyTorch report when the export ran with ``check=True``
+      (against the caller's model, third-party blocks included).
+    - ``lowered``: third-party blocks replaced by ours before export (``lowering``), with the
+      relative error each replacement was measured at.
     """
 
     path: Path
@@ -57,6 +60,7 @@ class ExportResult:
     stats: GraphStats
     data_path: Path | None = None
     parity: ParityReport | None = None
+    lowered: tuple = ()
 
     @property
     def self_contained(self) -> bool:

@@ -11,11 +11,24 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..adapters import adapter_for
+from ..compiler.precision import primary_output
 from .onnx_scan import DEFAULT_SCAN_CHUNK
 from .program import export_program
 
 SEQUENCE_INPUT = "u"
 SEQUENCE_OUTPUT = "y"
+
+
+class PrimaryOutput(nn.Module):
+    """``model`` returning only its primary tensor (``.logits`` of a ``ModelOutput``, or the
+    first tensor of a tuple/dataclass): a graph has one output ``y``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, u):
+        return primary_output(self.model(u))
 
 
 def has_state_space_layers(model: nn.Module) -> bool:
@@ -33,9 +46,11 @@ def export_sequence(
     """
     import torch
 
+    with torch.no_grad():
+        plain = isinstance(model(example), torch.Tensor)
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}
     return export_program(
-        model,
+        model if plain else PrimaryOutput(model),
         (example,),
         dynamic_shapes=(dims,),
         input_names=(SEQUENCE_INPUT,),
