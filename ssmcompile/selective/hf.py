@@ -142,6 +142,9 @@ def reduce_hf_mamba(model: nn.Module, input_ids: Tensor, *, rank: int | None = N
     if (rank is None) == (tau is None):
         raise RankError("give exactly one of rank= and tau=")
     transformers = _transformers()
+    if not isinstance(model, transformers.MambaForCausalLM):
+        raise MatchError(f"reduce_hf_mamba needs a transformers MambaForCausalLM, got "
+                         f"{type(model).__name__}")
     N = int(model.config.state_size)
     systems = calibrate_hf_mamba(model, input_ids, options)
     hsvs = [hankel_singular_values(s.A, s.B, s.C) for s in systems]

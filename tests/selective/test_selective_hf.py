@@ -105,3 +105,16 @@ def test_core_pipeline_reduces_hf_mixers(model):
     with torch.no_grad():
         out = reduced(_ids(1))
     assert float((out - ref).norm() / ref.norm()) < 0.01
+
+
+def test_hf_mamba_found_without_registration_and_bad_input_is_one_line(model):
+    import ssmcompile
+    from ssmcompile.adapters.base import _REGISTRY
+    from ssmcompile.errors import MatchError
+
+    mixer_cls = type(model.backbone.layers[0].mixer)
+    _REGISTRY.pop(mixer_cls, None)  # as in a fresh process: only the lazy bundle entry
+    report = ssmcompile.analyze(model, _ids(0))  # the ModelOutput is read through .logits
+    assert [r.kind for r in report.blocks] == ["hf-mamba", "hf-mamba"]
+    with pytest.raises(MatchError, match="needs a transformers MambaForCausalLM, got Linear"):
+        reduce_hf_mamba(torch.nn.Linear(2, 2), _ids(0), rank=4)
