@@ -15,7 +15,8 @@ import argparse
 import statistics
 import tempfile
 
-from ssmcompile.train.config import TrainConfig, default_pipeline, get_preset
+from ssmcompile.train.config import TrainConfig, default_pipeline
+from ssmcompile.train.presets import get_preset
 from ssmcompile.train.result import TrainResult
 from ssmcompile.train.schedule import ReductionSchedule
 from ssmcompile.train.trainer import Trainer

@@ -54,7 +54,8 @@ def _stored_config(out: str):
 
 def build_config(args: argparse.Namespace):
     """The TrainConfig the arguments describe (file or preset, then the flags)."""
-    from ..train.config import ConfigError, default_pipeline, get_preset, load_config
+    from ..train.config import ConfigError, default_pipeline, load_config
+    from ..train.presets import get_preset
 
     if args.config and args.preset:
         raise ConfigError("give a CONFIG.toml or --preset, not both")

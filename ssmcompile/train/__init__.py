@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "config", "ModelConfig": "config", "DataConfig": "config",
     "OptimConfig": "config", "PragmaticConfig": "config", "ConfigError": "config",
-    "PRESETS": "config", "get_preset": "config", "load_config": "config",
+    "PRESETS": "presets", "get_preset": "presets", "load_config": "config",
     "default_pipeline": "config",
     "ReductionSchedule": "schedule", "ScheduleError": "schedule",
     "ReductionScheduler": "reducer", "AppliedReduction": "reducer", "reduce_model": "reducer",

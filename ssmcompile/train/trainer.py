@@ -16,9 +16,7 @@ further event runs. The step counter, LR schedule and data stream are not rewoun
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 import time
 import uuid
 import warnings
@@ -27,21 +25,22 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import passes
 
 from ..api import prepare
 from ..compiler import parse_pipeline
+from ..compiler.precision import describe_exception
 from ..errors import SSMCompileError
 from ..io import get_builder, load_checkpoint
-from ..layers import build_model
+from .build import builder_name, config_json, initial_model, progress_bar
 from .checkpoints import RunDirectory
 from .compile import compile_model, should_compile
-from .config import SELECTIVE_LAYERS, TrainConfig
+from .config import TrainConfig
 from .data import BatchStream, TaskData, load_task
 from .distributed import init_distributed, shutdown, wrap_ddp
-from .evaluation import evaluate, model_spec
+from .evaluation import evaluate
 from .metrics import MetricsLog, plot_hsv_spectra, plot_training
 from .optim_surgery import assign_groups, make_lr_schedule, make_optimizer
 from .pragmatic import PragmaticGuard
@@ -171,7 +170,7 @@ class Trainer:
     def _loop(self) -> TrainResult:
         cfg, train = self.config, self.data.train
         dims_initial = tuple(get_builder(self.builder).state_dims(self.initial_spec).values())
-        bar = _progress(cfg, self.step, self.ctx.is_main)
+        bar = progress_bar(cfg, self.step, self.ctx.is_main)
         start, window_start, window = time.perf_counter(), time.perf_counter(), []
         while self.step < cfg.steps:
             idx = self.stream.next_indices()
@@ -244,10 +243,11 @@ class Trainer:
         try:
             new, applied = reduce_model(self.model, self.optimizer, self.pipeline,
                                         self.example_inputs, step)
-        except SSMCompileError as err:
+        except Exception as err:  # noqa: BLE001 - any pipeline failure skips the event
             if self.config.strict_reduction:
                 raise
-            self.metrics.append({"kind": "skipped", "step": step, "reason": str(err)})
+            self.metrics.append({"kind": "skipped", "step": step,
+                                 "reason": describe_exception(err)})
             self.guard.settle()
             return
         if applied is None:
@@ -300,7 +300,7 @@ class Trainer:
                 threads=self.config.threads)
             extra = {"checkpoint_id": ident, "step": str(step),
                      "world_size": str(self.ctx.world_size), "threads": str(self.config.threads),
-                     "config": _config_json(self.config)}
+                     "config": config_json(self.config)}
             self.run_dir.save_step(step, self.model, spec=self.model.spec.to_dict(),
                                    initial_spec=self.initial_spec, history=self.history,
                                    extra=extra, state=state)
@@ -319,37 +319,6 @@ class Trainer:
             seconds=seconds, threads=self.config.threads,
             rolled_back_at=self.flags["rolled_back_at"],
             out_dir=self.run_dir.root if self.run_dir else None, metrics=self.metrics.records)
-
-
-def builder_name(cfg: TrainConfig) -> str:
-    """The checkpoint builder of the model ``cfg`` trains."""
-    return "selective-lm" if cfg.model.layer in SELECTIVE_LAYERS else "ssm-model"
-
-
-def initial_model(cfg: TrainConfig, data: TaskData) -> nn.Module:
-    """A freshly initialised model for ``cfg`` on ``data`` (an ``SSMModel``, or a
-    ``SelectiveLM`` for a selective layer); its ``spec.to_dict()`` is the initial spec."""
-    if cfg.model.layer not in SELECTIVE_LAYERS:
-        return build_model(model_spec(cfg, data))
-    from ..selective import LMConfig, SelectiveLM  # registers the "selective-lm" builder
-
-    if data.task != "lm" or data.vocab_size is None:
-        raise SSMCompileError(f"model.layer={cfg.model.layer!r} needs a text (lm) dataset")
-    m = cfg.model
-    return SelectiveLM(LMConfig(data.vocab_size, m.d_model, m.n_blocks, m.layer, m.state_dim))
-
-
-def _config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True)
-
-
-def _progress(cfg: TrainConfig, initial: int, is_main: bool):
-    from tqdm import tqdm
-
-    # disable=None: shown on a terminal only, so logs and CI output stay readable
-    return tqdm(total=cfg.steps, initial=initial, file=sys.stderr, unit="step",
-                disable=None if cfg.progress and is_main else True, dynamic_ncols=True,
-                leave=False)
 
 
 def train(config: TrainConfig, pipeline: Pipeline | None = None, *, resume: bool = False,

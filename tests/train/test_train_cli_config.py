@@ -12,8 +12,9 @@ import pytest
 
 from ssmcompile.cli.train import main
 from ssmcompile.io import read_checkpoint_meta
-from ssmcompile.train.config import ConfigError, TrainConfig, get_preset, load_config
+from ssmcompile.train.config import ConfigError, TrainConfig, load_config
 from ssmcompile.train.metrics import read_jsonl
+from ssmcompile.train.presets import get_preset
 from ssmcompile.train.state_io import load_trainer_state
 
 REPO = Path(__file__).resolve().parents[2]
