@@ -28,6 +28,7 @@ class BlockRow:
     hsv: tuple[float, ...]
     suggested: tuple[tuple[float, int], ...] = ()
     decided: bool = False
+    precision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,14 @@ class Report:
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         out = [f"pipeline: {self.pipeline or '(none)'}   modified: {self.modified}",
-               f"capture: {self.capture}", *lines]
+               f"capture: {self.capture}", *(lines if self.blocks else [])]
         if self.output_error is not None:
             out.append(f"model output max abs error: {self.output_error:.3e}")
+        verified_in = sorted({b.precision for b in self.blocks if b.precision not in
+                              (None, "float64")})
+        if verified_in:
+            out.append("verified in " + ", ".join(verified_in) + " (the block cannot run in "
+                       "float64; that precision's rounding is allowed)")
         if self.failures:
             out.append(f"{len(self.failures)} candidate(s) not matched (see explain())")
         out += list(self.notes)
@@ -141,6 +147,7 @@ def build_report(state: CompileState, feeds: dict[str, tuple[str, ...]]) -> Repo
             hsv=hsv,
             suggested=a.suggested if a is not None else (),
             decided=d is not None,
+            precision=v.precision if v is not None else None,
         ))
     notes = list(state.notes)
     if not state.initial_blocks:
