@@ -141,8 +141,8 @@ def test_full_rank_rewrite_leaves_outputs_unchanged(family):
         assert new is not model.get_submodule(FAMILIES[family]["layer"])
         with torch.no_grad():
             err = _rel(state.model(x), model(x))
-    # lru: exact float64 (measured ~1e-15); s5: the forward's complex64 cast of B bounds it
-    # (measured ~1e-8)
+    # lru: exact float64 (measured ~5e-16); s5: the forward's complex64 cast of B limits it
+    # (measured ~7e-11)
     assert err <= (1e-12 if family == "lru" else 1e-6), f"full-rank relative error {err:.3e}"
 
 
@@ -168,6 +168,8 @@ def test_reduce_within_bound_and_caller_bit_identical(family):
     assert type(new) is spec["cls"] and _state_dim(family, reduced) == 4
     # (d) the caller's model: same parameter objects, bit-identical values and outputs
     assert model.get_submodule(spec["layer"]) is layer and _state_dim(family, model) == N
+    if family == "lru":  # the package's recurrence start, reassigned by every forward
+        assert layer.state.shape == (N,) and not layer.state.any()
     assert [id(p) for p in model.parameters()] == params_before
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -180,23 +182,36 @@ def test_reduce_within_bound_and_caller_bit_identical(family):
 # ---- (e) a user training loop with two reduction events --------------------------------------
 
 
+SSM_LEAVES = ("Lambda", "log_step", "nu_log", "theta_log", "gamma_log")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_user_training_loop_with_two_events(family):
     model = _build(family, d_out=1).train()
     data = _x(batch=32, length=8, seed=3)
-    target = (data[:, :, 0].mean(1) - 0.5 * data[:, -1, 1]).unsqueeze(-1)
-    # s5-pytorch leaves Re Λ unconstrained: at lr 1e-2 a mode crossed |λ| = 1 before the first
-    # event here (UnstableSystemError), so S5 trains at a smaller rate
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2 if family == "lru" else 3e-3)
+    target = 2 * data[:, :, 0].mean(1, keepdim=True)
+    # The user's own groups: the recurrence's parameters at lr × 0.1 without weight decay (the
+    # S5/LRU papers' practice). s5-pytorch leaves Re Λ unconstrained and its init puts some
+    # |λ| = exp(−Δ/2) within 5e-4 of 1: at the full rate for Λ, a mode crossed |λ| = 1 here.
+    def is_ssm(name):
+        return name.endswith(SSM_LEAVES)
+
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in model.named_parameters() if not is_ssm(n)]},
+        {"params": [p for n, p in model.named_parameters() if is_ssm(n)], "lr": 1e-3,
+         "weight_decay": 0.0}], lr=1e-2)
     reducer = ReductionScheduler("hankel-analysis,balanced-truncation{fraction=0.5},verify",
                                  [40, 80], data[:8], strict=True)
     g = torch.Generator().manual_seed(4)
     losses, dims = [], []
+    name = FAMILIES[family]["layer"]
     for step in range(200):
         model, opt, event = reducer.step(model, opt, step)
         if event is not None:
-            dims.append((step, event.dims_before[FAMILIES[family]["layer"]],
-                         event.dims_after[FAMILIES[family]["layer"]]))
+            dims.append((step, event.dims_before[name], event.dims_after[name]))
+            (row,) = event.report.blocks
+            assert row.measured_error <= row.bound, (
+                f"step {step}: measured {row.measured_error:.4e} vs bound {row.bound:.4e}")
         idx = torch.randint(0, 32, (8,), generator=g)
         loss = F.mse_loss(model(data[idx]), target[idx])
         opt.zero_grad()
@@ -205,12 +220,15 @@ def test_user_training_loop_with_two_events(family):
         losses.append(float(loss.detach()))
     assert dims == [(40, 8, 4), (80, 4, 2)]
     assert all(math.isfinite(v) for v in losses)
-    layer = model.get_submodule(FAMILIES[family]["layer"])
+    layer = model.get_submodule(name)
     assert type(layer) is FAMILIES[family]["cls"] and _state_dim(family, model) == 2
-    held = {id(p) for group in opt.param_groups for p in group["params"]}
-    assert held == {id(p) for p in model.parameters()}
+    # the optimizer holds exactly the final model's parameters, each in the user's group
+    named = dict(model.named_parameters())
+    groups = [{id(p) for p in group["params"]} for group in opt.param_groups]
+    assert groups == [{id(p) for n, p in named.items() if not is_ssm(n)},
+                      {id(p) for n, p in named.items() if is_ssm(n)}]
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < first, f"loss {first:.4f} → {last:.4f}"
+    assert last < 0.5 * first, f"loss {first:.4f} → {last:.4f}"
 
 
 # ---- (f) save → reload in the family's own format --------------------------------------------
@@ -326,7 +344,7 @@ def test_lru_guards():
     real_mode = LTISystem(torch.tensor([0.5, 0.9j, 0.0], dtype=torch.complex128), B, C)
     new = adapter.rebuild(_to_f64(copy.deepcopy(layer)), real_mode)
     assert torch.isfinite(new.theta_log).all()
-    assert float(new.theta_log[0]) == pytest.approx(math.log(MIN_PHASE))
+    assert float(new.theta_log[0].detach()) == pytest.approx(math.log(MIN_PHASE))
     back = adapter.read(new)
     assert torch.allclose(back.A, real_mode.A, atol=1e-11)
     assert torch.allclose(back.B, B) and torch.allclose(back.C, C)
