@@ -76,3 +76,30 @@ def test_a_lowering_that_changes_outputs_is_refused(monkeypatch):
     model = MODELS["python-loop"][0]().eval()
     with pytest.raises(ExportError, match="changes its output by"):
         lower_for_export(model, torch.randn(2, 16, 2))
+
+
+def _lru_pytorch_net():
+    from LRU_pytorch import LRU
+
+    return Net(LRU(3, 3, 8), 3, 3)
+
+
+def _s5_pytorch_net():
+    from s5 import S5
+
+    return Net(S5(3, 8), 3, 3)
+
+
+@pytest.mark.parametrize("build", [_lru_pytorch_net, _s5_pytorch_net],
+                         ids=["lru-pytorch", "s5-pytorch"])
+def test_third_party_library_layers_export_with_parity(tmp_path, build):
+    pytest.importorskip("LRU_pytorch")
+    pytest.importorskip("s5")
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(2, 12, 2)
+    result = export_onnx(model, tmp_path / "m.onnx", example_inputs=x, check=True)
+    (lowered,) = result.lowered
+    assert lowered.name == "mixer" and lowered.rel_error <= 1e-5
+    worst = max(row.max_abs_err for row in result.parity.rows)
+    assert worst <= 1e-4, worst
