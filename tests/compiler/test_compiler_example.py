@@ -18,3 +18,14 @@ def test_pipeline_example_reduces_and_keeps_training():
     assert "balanced-truncation{tau=0.05}" in out
     final = re.search(r"final dims \((\d+), (\d+)\)", out)
     assert final is not None and all(int(n) < 64 for n in final.groups())
+
+
+def test_bring_your_own_layer_example_reduces_in_the_layers_own_class():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "bring_your_own_layer.py")],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "loop-ssm  16 → 6" in out
+    assert "state dims: 16 -> 6 (LoopSSM)" in out
+    bound, measured = re.search(r"16 → 6\s+\S+\s+(\S+)\s+(\S+)", out).groups()
+    assert float(measured) <= float(bound)
