@@ -8,6 +8,8 @@ Input ``u``: (batch, length, d_input) floats or (batch, length) token ids, both 
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
 
 from ..adapters import adapter_for
@@ -19,6 +21,13 @@ SEQUENCE_INPUT = "u"
 SEQUENCE_OUTPUT = "y"
 
 
+def _takes_use_cache(model: nn.Module) -> bool:
+    try:
+        return "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class PrimaryOutput(nn.Module):
     """``model`` returning only its primary tensor (``.logits`` of a ``ModelOutput``, or the
     first tensor of a tuple/dataclass): a graph has one output ``y``."""
@@ -28,6 +37,10 @@ class PrimaryOutput(nn.Module):
         self.model = model
 
     def forward(self, u):
+        # Hugging Face models build a generation cache unless told not to: a sequence graph
+        # has no cache.
+        if _takes_use_cache(self.model):
+            return primary_output(self.model(u, use_cache=False))
         return primary_output(self.model(u))
 
 
@@ -46,8 +59,10 @@ def export_sequence(
     """
     import torch
 
-    with torch.no_grad():
-        plain = isinstance(model(example), torch.Tensor)
+    plain = not _takes_use_cache(model)
+    if plain:
+        with torch.no_grad():
+            plain = isinstance(model(example), torch.Tensor)
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}
     return export_program(
         model if plain else PrimaryOutput(model),

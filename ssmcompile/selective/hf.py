@@ -227,6 +227,15 @@ class HFMambaMixerAdapter:
         new.load_state_dict(state)
         return new
 
+    def lower(self, module: nn.Module) -> nn.Module:
+        """Our Mamba-1 block with this mixer's weights (for export; same map)."""
+        from ..thirdparty.lowered import mamba1_from
+
+        _check_mixer(module)
+        return mamba1_from(module, d_model=module.in_proj.in_features,
+                           d_state=module.ssm_state_size, d_conv=module.conv_kernel_size,
+                           d_inner=module.intermediate_size, dt_rank=module.time_step_rank)
+
 
 def register_hf_adapter(options: CalibrationOptions | None = None) -> None:
     """Register :class:`HFMambaMixerAdapter` for ``transformers``' ``MambaMixer``."""

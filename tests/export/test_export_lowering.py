@@ -103,3 +103,21 @@ def test_third_party_library_layers_export_with_parity(tmp_path, build):
     assert lowered.name == "mixer" and lowered.rel_error <= 1e-5
     worst = max(row.max_abs_err for row in result.parity.rows)
     assert worst <= 1e-4, worst
+
+
+def test_hugging_face_mamba_exports_with_parity(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.MambaConfig(vocab_size=40, hidden_size=16, state_size=8,
+                                      num_hidden_layers=2, intermediate_size=32,
+                                      time_step_rank=4)
+    model = transformers.MambaForCausalLM(config).eval()
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
+    result = export_onnx(model, tmp_path / "hf.onnx", example_inputs=ids, check=True)
+    assert [b.kind for b in result.lowered] == ["hf-mamba", "hf-mamba"]
+    assert result.stats.scan_nodes == 2  # one Scan per layer: not unrolled
+    worst = max(row.max_abs_err for row in result.parity.rows)
+    assert worst <= 1e-4, worst
+    # the caller's model still runs with its own cache for generation
+    out = model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 7)
