@@ -131,3 +131,13 @@ class HFFalconMambaMixerAdapter(_SelectiveAdapter):
             raise ShapeError(f"{self.kind}: truncation result does not belong to a mixer with "
                              f"N = {N}")
         return select_falcon_mamba_states(module, keep_indices(result))
+
+    def lower(self, module: nn.Module) -> nn.Module:
+        """Our Mamba-1 block with this mixer's weights and its weightless RMS norms on Δ, B and
+        C (for export; the same map)."""
+        from .lowered import mamba1_from
+
+        return mamba1_from(module, d_model=module.in_proj.in_features,
+                           d_state=module.ssm_state_size, d_conv=module.conv_kernel_size,
+                           d_inner=module.intermediate_size, dt_rank=module.time_step_rank,
+                           rms_eps=float(module.rms_eps))

@@ -223,3 +223,10 @@ class HFMamba2MixerAdapter(_SelectiveAdapter):
             raise ShapeError(f"{self.kind}: truncation result does not belong to a mixer with "
                              f"N = {N}")
         return select_mamba2_states(module, group_keep(result, int(module.n_groups)))
+
+    def lower(self, module: nn.Module) -> nn.Module:
+        """The mixer's sequence path on our selective-scan op (for export; the same map)."""
+        from .lowered import LoweredMixer, Mamba2Like
+
+        _check_mixer(module)
+        return LoweredMixer(Mamba2Like(module).train(module.training))

@@ -35,11 +35,38 @@ class LoweredMixer(nn.Module):
         return self.block(hidden_states)
 
 
+def _weightless_rms(x: Tensor, eps: float) -> Tensor:
+    import torch
+
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
+
+
+def _falcon_block(base: type, eps: float) -> type:
+    """``base`` (our Mamba-1 block) with FalconMamba's weightless RMS norms on Δ, B and C."""
+
+    class FalconMamba1Block(base):
+        def _selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            import torch
+            import torch.nn.functional as F
+
+            N, R = self.state_dim, self.config.rank
+            dt, B, C = torch.split(self.x_proj(x), [R, N, N], dim=-1)
+            dt, B, C = (_weightless_rms(t, eps) for t in (dt, B, C))
+            return F.softplus(self.dt_proj(dt)), B, C
+
+    return FalconMamba1Block
+
+
 def mamba1_from(mixer: nn.Module, *, d_model: int, d_state: int, d_conv: int, d_inner: int,
-                dt_rank: int) -> nn.Module:
+                dt_rank: int, rms_eps: float | None = None) -> nn.Module:
     """A :class:`~ssmcompile.selective.Mamba1Block` holding ``mixer``'s weights (same names),
-    on its device and dtype, wrapped in :class:`LoweredMixer`."""
+    on its device and dtype, wrapped in :class:`LoweredMixer`; with ``rms_eps``, the block
+    also applies FalconMamba's weightless RMS norms to Δ, B and C."""
     from ..selective import Mamba1Block, Mamba1Config
+
+    if rms_eps is not None:
+        Mamba1Block = _falcon_block(Mamba1Block, rms_eps)  # noqa: N806
 
     if d_inner % d_model:
         raise MatchError(f"d_inner {d_inner} is not a multiple of d_model {d_model}")
@@ -59,3 +86,52 @@ def mamba1_from(mixer: nn.Module, *, d_model: int, d_state: int, d_conv: int, d_
 
 
 __all__ = ["LoweredMixer", "mamba1_from"]
+
+
+class Mamba2Like(nn.Module):
+    """Hugging Face's ``Mamba2Mixer`` sequence path on our selective-scan op (for export).
+
+    Same parameters (``in_proj``, ``conv1d`` over x, B and C, ``dt_bias``, ``A_log``, ``D``, the
+    gated RMS ``norm``, ``out_proj``; deep copies of the mixer's) and the same map as the
+    mixer's torch path without a cache: gate, xBC, dt = in_proj(u); xBC = act(causal conv);
+    Δ = clamp(softplus(dt + dt_bias), dt_limit); y = scan + D ⊙ x; out_proj(norm(y, gate)).
+    """
+
+    def __init__(self, mixer: nn.Module):
+        super().__init__()
+        import copy
+
+        for name in ("in_proj", "conv1d", "norm", "out_proj"):
+            setattr(self, name, copy.deepcopy(getattr(mixer, name)))
+        for name in ("dt_bias", "A_log", "D"):
+            setattr(self, name, nn.Parameter(getattr(mixer, name).detach().clone()))
+        self.E, self.H, self.P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
+        self.G, self.N = mixer.n_groups, mixer.ssm_state_size
+        self.act = mixer.act
+        self.dt_limit = tuple(float(v) for v in mixer.time_step_limit)
+
+    @property
+    def state_dim(self) -> int:
+        return self.N
+
+    def forward(self, u: Tensor) -> Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        from ..selective.mamba import causal_conv
+        from ..selective.scan import selective_scan
+
+        E, H, P, G, N = self.E, self.H, self.P, self.G, self.N
+        gate, xbc, dt = torch.split(self.in_proj(u), [E, E + 2 * G * N, H], dim=-1)
+        xbc = self.act(causal_conv(self.conv1d, xbc))
+        x, B, C = torch.split(xbc, [E, G * N, G * N], dim=-1)
+        delta = F.softplus(dt + self.dt_bias).clamp(self.dt_limit[0], self.dt_limit[1])
+        A = -torch.exp(self.A_log.float()).to(x.dtype)
+        y = selective_scan(x, delta.repeat_interleave(P, dim=-1),
+                           A.repeat_interleave(P).unsqueeze(-1),
+                           B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)))
+        y = y + self.D.repeat_interleave(P) * x
+        return self.out_proj(self.norm(y, gate).to(u.dtype))
+
+
+__all__ += ["Mamba2Like"]

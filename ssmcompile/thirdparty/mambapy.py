@@ -114,6 +114,18 @@ class MambapyBlockAdapter(_SelectiveAdapter):
                              f"N = {N}")
         return select_mambapy_states(module, keep_indices(result))
 
+    def lower(self, module: nn.Module) -> nn.Module:
+        """Our Mamba-1 block with this block's weights (for export; the same map)."""
+        from .lowered import mamba1_from
+
+        _check_block(module)
+        cfg = module.config
+        if getattr(cfg, "inner_layernorms", False):
+            raise MatchError("a mambapy block with inner_layernorms has no lowering to our "
+                             "Mamba-1 block")
+        return mamba1_from(module, d_model=cfg.d_model, d_state=int(module.A_log.shape[-1]),
+                           d_conv=cfg.d_conv, d_inner=cfg.d_inner, dt_rank=cfg.dt_rank)
+
 
 def _first(u: Tensor, options: CalibrationOptions) -> Tensor:
     if u.ndim != 3:

@@ -105,19 +105,57 @@ def test_third_party_library_layers_export_with_parity(tmp_path, build):
     assert worst <= 1e-4, worst
 
 
-def test_hugging_face_mamba_exports_with_parity(tmp_path):
+def _hf(kind: str):
     transformers = pytest.importorskip("transformers")
+    if kind == "mamba":
+        config = transformers.MambaConfig(vocab_size=40, hidden_size=16, state_size=8,
+                                          num_hidden_layers=2, intermediate_size=32,
+                                          time_step_rank=4)
+        return transformers.MambaForCausalLM(config)
+    if kind == "falcon-mamba":
+        config = transformers.FalconMambaConfig(vocab_size=40, hidden_size=16, state_size=8,
+                                                num_hidden_layers=2, intermediate_size=32,
+                                                time_step_rank=4)
+        return transformers.FalconMambaForCausalLM(config)
+    config = transformers.Mamba2Config(vocab_size=40, hidden_size=32, state_size=16,
+                                       num_hidden_layers=2, n_groups=2, head_dim=8,
+                                       num_heads=8, expand=2, chunk_size=8)
+    return transformers.Mamba2ForCausalLM(config)
+
+
+class MambapyLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from mambapy.mamba import Mamba, MambaConfig
+
+        self.embed = nn.Embedding(40, 16)
+        self.mamba = Mamba(MambaConfig(d_model=16, n_layers=2, d_state=8))
+        self.head = nn.Linear(16, 40)
+
+    def forward(self, ids):
+        return self.head(self.mamba(self.embed(ids)))
+
+
+@pytest.mark.parametrize("kind", ["mamba", "falcon-mamba", "mamba2", "mamba2-reduced",
+                                  "mambapy"])
+def test_selective_third_party_models_export_with_parity(tmp_path, kind):
     torch.manual_seed(0)
-    config = transformers.MambaConfig(vocab_size=40, hidden_size=16, state_size=8,
-                                      num_hidden_layers=2, intermediate_size=32,
-                                      time_step_rank=4)
-    model = transformers.MambaForCausalLM(config).eval()
     ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
-    result = export_onnx(model, tmp_path / "hf.onnx", example_inputs=ids, check=True)
-    assert [b.kind for b in result.lowered] == ["hf-mamba", "hf-mamba"]
+    if kind == "mambapy":
+        pytest.importorskip("mambapy")
+        model = MambapyLM().eval()
+    elif kind == "mamba2-reduced":
+        from ssmcompile.thirdparty.hf_models import reduce_hf
+
+        model, _ = reduce_hf(_hf("mamba2").eval(), ids, rank=8)
+        assert model.config.state_size == 8
+    else:
+        model = _hf(kind).eval()
+    result = export_onnx(model, tmp_path / "m.onnx", example_inputs=ids, check=True)
+    assert len(result.lowered) == 2 and all(b.rel_error <= 1e-5 for b in result.lowered)
     assert result.stats.scan_nodes == 2  # one Scan per layer: not unrolled
     worst = max(row.max_abs_err for row in result.parity.rows)
     assert worst <= 1e-4, worst
-    # the caller's model still runs with its own cache for generation
-    out = model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
-    assert out.shape == (1, 7)
+    if kind != "mambapy":  # the caller's model still generates with its own cache
+        out = model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
+        assert out.shape == (1, 7)
