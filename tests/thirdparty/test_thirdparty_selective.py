@@ -70,6 +70,14 @@ def _falcon():
     return transformers.FalconMambaForCausalLM(cfg).eval()
 
 
+def _mamba1():
+    torch.manual_seed(0)
+    cfg = transformers.MambaConfig(vocab_size=VOCAB, hidden_size=16, state_size=16,
+                                   num_hidden_layers=2, expand=2, conv_kernel=4,
+                                   time_step_rank=2)
+    return transformers.MambaForCausalLM(cfg).eval()
+
+
 MODELS = {"mambapy": _mambapy, "mamba2-g1": lambda: _mamba2(1), "mamba2-g2": _mamba2,
           "falcon": _falcon}
 KINDS = {"mambapy": "mambapy-mamba", "mamba2-g1": "hf-mamba2", "mamba2-g2": "hf-mamba2",
@@ -253,9 +261,10 @@ def _train(model, steps=200, events=(60, 130)):
     return model, reducer, losses
 
 
-@pytest.mark.parametrize("key, dims", [("mambapy", (8, 4, 2)), ("mamba2-g2", (16, 8, 4))])
+@pytest.mark.parametrize("key, dims", [("mambapy", (8, 4, 2)), ("mamba2-g2", (16, 8, 4)),
+                                       ("falcon", (16, 8, 4)), ("mamba1", (16, 8, 4))])
 def test_reduction_events_in_a_user_training_loop(key, dims):
-    model, reducer, losses = _train(MODELS[key]())
+    model, reducer, losses = _train(_mamba1() if key == "mamba1" else MODELS[key]())
     assert [a.step for a in reducer.applied] == [60, 130] and not reducer.skipped
     for a, (n, r) in zip(reducer.applied, zip(dims, dims[1:], strict=False), strict=True):
         assert set(a.dims_before.values()) == {n} and set(a.dims_after.values()) == {r}
