@@ -23,13 +23,14 @@ def default_registry() -> PassRegistry:
 
 
 def default_pipeline(policy: RankPolicy | None, *, verify: bool = True, hinf: bool = False,
-                     probe: int = 0) -> list[ModulePass]:
-    """analysis → truncation by ``policy`` → verification (``policy=None``: analysis only)."""
+                     probe: int = 0, output: bool = False) -> list[ModulePass]:
+    """analysis → truncation by ``policy`` → verification (``policy=None``: analysis only);
+    ``hinf``, ``probe`` and ``output`` are the verify pass's options."""
     pipeline: list[ModulePass] = [HankelAnalysis()]
     if policy is not None:
         pipeline.append(BalancedTruncation(policy))
         if verify:
-            pipeline.append(Verify(hinf=hinf, probe=probe))
+            pipeline.append(Verify(hinf=hinf, probe=probe, output=output))
     return pipeline
 
 

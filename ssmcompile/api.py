@@ -70,7 +70,8 @@ def reduce(model: nn.Module, example_inputs, policy: RankPolicy | None = None, *
         policy = RankPolicy(**rule)
     elif rule:
         raise TypeError("give a RankPolicy or its fields as keywords, not both")
-    pipeline = _passes.default_pipeline(policy, verify=verify, hinf=hinf)
+    # A one-off call can afford the whole-model output comparison that training events skip.
+    pipeline = _passes.default_pipeline(policy, verify=verify, hinf=hinf, output=True)
     reduced, report, state = run_pipeline(model, example_inputs, pipeline)
     if not state.initial_blocks:
         raise MatchError(no_block_message(model, state))

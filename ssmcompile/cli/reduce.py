@@ -61,7 +61,7 @@ def reduce_checkpoint(src: Path, out: Path, policy, probe_length: int = 64, seed
     builder = get_builder(meta.builder)
     _policy.require_reduction(policy, call_builder("invalid spec", builder.state_dims,
                                                    meta.spec))
-    pipeline = passes.default_pipeline(policy, hinf=hinf)
+    pipeline = passes.default_pipeline(policy, hinf=hinf, output=True)
     with _common.progress(quiet, 3, "reduce") as advance:
         advance("loading")
         model, meta = load_checkpoint(src)

@@ -2,15 +2,16 @@
 
 from .analysis import (
     SUGGESTED_TAUS,
+    SignalError,
     analyse_block,
     block_inputs,
     is_calibrated,
     is_certified,
-    l2_gain,
     l2_gain_error,
     model_output_error,
     replace_module,
     rewrite_block,
+    signal_error,
 )
 from .canonical import CanonicalAdapter, CanonicalSSM
 from .capture import Capture, SSMTracer, block_dependencies, block_order, capture, is_scan_node
@@ -46,7 +47,7 @@ from .state import (
 
 __all__ = [
     "SUGGESTED_TAUS", "analyse_block", "block_inputs", "is_calibrated", "is_certified",
-    "l2_gain_error", "l2_gain", "model_output_error", "replace_module",
+    "l2_gain_error", "signal_error", "SignalError", "model_output_error", "replace_module",
     "rewrite_block", "CanonicalAdapter", "CanonicalSSM", "Capture", "SSMTracer",
     "block_dependencies", "block_order", "capture", "is_scan_node", "DEFAULT_RULES", "MatchRule",
     "RegisteredLayerRule", "ScanCallRule", "match_blocks", "LTIProbeRule",

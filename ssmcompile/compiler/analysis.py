@@ -6,13 +6,15 @@ rewrites blocks the same way, and so the rewrite can analyse on demand.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..numerics import energy_rank, hankel_singular_values, truncate
 from ..numerics.system import TruncationResult
 from .activations import block_inputs
-from .precision import at_precision, cast_inputs, primary_output, run_checked
+from .precision import at_precision, cast_inputs, noise_floor, primary_output, run_checked
 from .state import META_KEY, Block, BlockAnalysis, BlockRecord, CompileState, Truncation
 
 SUGGESTED_TAUS = (0.01, 0.02, 0.05, 0.1)
@@ -103,31 +105,42 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
     return result
 
 
-def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor
-                  ) -> tuple[float, torch.dtype]:
-    """max over the batch of ‖y − y_r‖₂ / ‖u‖₂ (norms over time and channels), and the dtype
-    it was measured in: float64, or the original's own dtype when it cannot run in float64.
+@dataclass(frozen=True)
+class SignalError:
+    """A block's error on real inputs: ``error`` = max over the batch of ‖y − y_r‖₂ / ‖u‖₂
+    (norms over time and channels), ``gain`` = max of ‖y‖₂ / ‖u‖₂, measured in ``dtype``.
 
-    For a causal LTI block started at rest, this is bounded by ‖G − G_r‖∞ ≤ 2·Σ tail.
+    For a causal LTI block started at rest, ``error`` ≤ ‖G − G_r‖∞ ≤ 2·Σ tail. ``noise`` is the
+    rounding allowance of ``dtype`` at this output scale (0 in float64).
     """
-    def measure(dtype: torch.dtype) -> float:
-        a, b = at_precision(original, dtype), at_precision(reduced, dtype)
-        x = u.to(dtype)
-        with torch.no_grad():
-            err = (primary_output(a(x)) - primary_output(b(x))).flatten(1).norm(dim=1)
-        scale = x.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
-        return float((err / scale).max())
 
-    return run_checked(measure, original)
+    error: float
+    gain: float
+    dtype: torch.dtype
+
+    @property
+    def noise(self) -> float:
+        return noise_floor(self.dtype) * self.gain
 
 
-def l2_gain(module: nn.Module, u: torch.Tensor, dtype: torch.dtype) -> float:
-    """max over the batch of ‖y‖₂ / ‖u‖₂ at ``dtype``: the scale rounding noise is relative to."""
-    m = at_precision(module, dtype)
+def signal_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor,
+                 dtype: torch.dtype = torch.float64) -> SignalError:
+    """Both blocks (copies at ``dtype``) run once on ``u`` (batch, L, m); raises whatever the
+    user's module raises."""
+    a, b = at_precision(original, dtype), at_precision(reduced, dtype)
     x = u.to(dtype)
     with torch.no_grad():
-        y = primary_output(m(x)).flatten(1).norm(dim=1)
-    return float((y / x.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)).max())
+        y = primary_output(a(x))
+        err = (y - primary_output(b(x))).flatten(1).norm(dim=1)
+    scale = x.flatten(1).norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
+    return SignalError(float((err / scale).max()), float((y.flatten(1).norm(dim=1) / scale).max()),
+                       dtype)
+
+
+def l2_gain_error(original: nn.Module, reduced: nn.Module, u: torch.Tensor) -> SignalError:
+    """:func:`signal_error` in float64, or in the original's own dtype when its code cannot run
+    in float64 (MatchError when it runs in neither)."""
+    return run_checked(lambda dtype: signal_error(original, reduced, u, dtype), original)[0]
 
 
 def model_output_error(original: nn.Module, reduced: nn.Module, inputs: tuple) -> float:

@@ -150,7 +150,7 @@ def _normalise(text: str) -> str:
 
 
 GOLDEN_REPORT = """\
-pipeline: hankel-analysis,balanced-truncation{rank=4},verify modified: True
+pipeline: hankel-analysis,balanced-truncation{rank=4},verify{output=true} modified: True
 capture: traced with torch.fx
 block kind n → r energy kept bound measured note
 - - - - - - -

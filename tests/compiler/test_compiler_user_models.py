@@ -3,6 +3,7 @@ attributes set in ``forward``, dataclass outputs. Found, reduced, verified, left
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+import passes
 import ssmcompile
 from ssmcompile.api import prepare, run_pipeline
-from ssmcompile.compiler import ModulePass, RankPolicy
+from ssmcompile.compiler import ModulePass, PassManager, RankPolicy, rewrite_block
 from ssmcompile.errors import MatchError
 from ssmcompile.numerics import hankel_singular_values
 from ssmcompile.ops import diagonal_scan
@@ -248,7 +250,7 @@ def test_policy_object_and_keywords_are_one_definition():
     b, rb = ssmcompile.reduce(net, x, tau=0.2)
     assert [r.rank for r in ra.blocks] == [r.rank for r in rb.blocks]
     assert ra.pipeline == rb.pipeline == (
-        "hankel-analysis,balanced-truncation{tau=0.2},verify")
+        "hankel-analysis,balanced-truncation{tau=0.2},verify{output=true}")
     with pytest.raises(TypeError):
         ssmcompile.reduce(net, x, RankPolicy(tau=0.2), rank=3)
 
@@ -265,10 +267,37 @@ def test_complex_parameters_verify_in_complex128():
     model = nn.Sequential(nn.Linear(3, 4), Clean(4, 10)).eval()
     reduced, report = ssmcompile.reduce(model, _x(), rank=4)
     (row,) = report.blocks
-    _, _, state = run_pipeline(model, _x(), "balanced-truncation{rank=4},verify")
-    assert state.verifications["1"].precision == "float64"
+    _, _, exact = run_pipeline(model, _x(),
+                               "balanced-truncation{rank=4},verify{precision=float64}")
+    assert exact.verifications["1"].precision == "float64"
+    _, _, quick = run_pipeline(model, _x(), "balanced-truncation{rank=4},verify")
+    # auto: a float32 block whose float32 error is far inside its bound is not re-run in float64
+    assert quick.verifications["1"].precision == "float32"
+    assert quick.verifications["1"].measured == pytest.approx(
+        exact.verifications["1"].measured, rel=1e-4)
     assert row.measured_error <= row.bound * (1 + 1e-6) + 1e-8
-    held = run_pipeline(_held_out(), _x(), "balanced-truncation{rank=4},verify")[2]
-    assert held.verifications["mixer"].precision == "float32"
+    held = run_pipeline(_held_out(), _x(),
+                        "balanced-truncation{rank=4},verify{precision=float64}")[2]
+    assert held.verifications["mixer"].precision == "float32"  # cannot run in float64
     assert math.isfinite(report.output_error)
     assert reduced[1].state_dim == 4
+
+
+def test_float32_block_at_full_rank_verifies_within_rounding():
+    """Bound 0 (nothing discarded) on a float32 model: the float32 check is not enough, the
+    float64 one sees only the float32 storage rounding, which is allowed and reported."""
+    from ssmcompile.layers import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(layer="lru", d_model=4, state_dims=(6,), d_output=2,
+                                  d_input=3)).eval()
+    x = _x()
+    _, _, state = run_pipeline(model, x, "balanced-truncation{rank=6 gate=1.0},verify")
+    assert not state.records  # r = n keeps the block: nothing to verify
+    state = prepare(model, x)
+    state.model = copy.deepcopy(model)
+    rewrite_block(state, state.blocks[0], 6)
+    PassManager([passes.Verify()]).run(state)
+    v = state.verifications["blocks.0.ssm"]
+    assert v.ok and v.bound < 1e-9 and 0 < v.measured < 1e-5
+    assert v.precision == "float64"  # the float32 check was above the bound: re-measured

@@ -46,6 +46,7 @@ from ssmcompile.train import (
     TrainConfig,
     load_task,
 )
+from ssmcompile.train import build as build_module
 from ssmcompile.train import trainer as trainer_module
 from ssmcompile.train.evaluation import evaluate
 
@@ -179,16 +180,16 @@ def _per_block_dims(dims: tuple[int, ...]) -> Iterator[None]:
     if len(set(dims)) == 1:
         yield
         return
-    original = trainer_module.model_spec
+    original = build_module.model_spec
 
     def model_spec(cfg, data):
         return original(cfg, data).with_state_dims(dims)
 
-    trainer_module.model_spec = model_spec
+    build_module.model_spec = model_spec
     try:
         yield
     finally:
-        trainer_module.model_spec = original
+        build_module.model_spec = original
 
 
 def dataset_sizes(spec: ArmSpec) -> dict[str, Any]:
