@@ -22,7 +22,7 @@ s_t = rms_N(B_t) / rms_r(B_t[keep]) (≈ sqrt(r / (N·E_t)) with E_t the share o
 indices carry; below 1 when the kept indices are the energetic ones). No weight can undo a
 data-dependent factor, so **the reduction is approximate twice over**: the deleted states'
 contribution is lost (as for Mamba-1) *and* the kept states' input/output gains change by
-s_t^B·s_t^C. Both are in the measured error that ``verify`` reports; nothing is certified.
+s_t^B·s_t^C. Both are in the measured error verification reports; nothing is certified.
 At full rank nothing is deleted, the RMS is over the same N entries, and the mixer is unchanged
 bit for bit.
 

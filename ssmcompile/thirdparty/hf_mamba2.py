@@ -21,7 +21,7 @@ with a different kernel per state coordinate and then through SiLU, and neither 
 a change of state basis, so T can only enter as a selection (a permutation-and-deletion
 matrix), which does commute with both. Deleting coordinate n of a scalar-decay SSM drops
 exactly that coordinate's contribution C_n·h_n (the kept coordinates evolve as before), so the
-error is that contribution: measured by ``verify``, never certified. At full rank nothing is
+error is that contribution: measured by verification, never certified. At full rank nothing is
 deleted and the mixer computes the same function bit for bit.
 
 The rebuilt mixer is a new ``Mamba2Mixer`` with ``ssm_state_size = r`` (and the conv /

@@ -108,7 +108,7 @@ def reduce_hf(model: nn.Module, input_ids: Tensor, *, rank: int | None = None,
 
     ``model``: a Hugging Face ``MambaForCausalLM`` / ``FalconMambaForCausalLM`` /
     ``Mamba2ForCausalLM`` (or backbone), never modified. ``input_ids`` (batch, L): calibration
-    token ids (the adapters use the first 8 sequences), also the batch ``verify`` measures on.
+    token ids (the adapters use the first 8 sequences), also the batch verification measures on.
     Exactly one of ``rank`` (1..state_size) and ``tau`` (the energy rule per layer). By default
     every layer keeps the same r (the largest any layer asks for) and the reduced model's
     ``config.state_size`` is r, so ``save_pretrained`` / ``from_pretrained`` round-trip it;

@@ -13,7 +13,7 @@ captured input. Reduction: as for our ``Mamba1Block``, a non-diagonal balancing 
 would break the per-state decays, so the block keeps the ``r`` state indices with the largest
 share of the kept balanced energy (``index_importance``) and deletes the rest: columns of
 ``A_log``, B and C rows of ``x_proj``. At full rank nothing is deleted and the block is
-unchanged bit for bit; below it the error is measured by ``verify``, never certified.
+unchanged bit for bit; below it the error is measured by verification, never certified.
 
 With ``inner_layernorms=True`` (Jamba style) B and C pass through RMS norms over the state
 dimension: their weights are sliced with the kept indices, but the normalisation then runs over
