@@ -128,6 +128,10 @@ def export_onnx(
     reference = model
     # Blocks written elsewhere (Python-loop or vmap recurrences) are swapped for ours first.
     model, lowered = lower_for_export(model, example)
+    if step and lowered and not callable(getattr(model, "step", None)):
+        from ..thirdparty.hf_step import step_model_for
+
+        model = step_model_for(model) or model  # HF LMs keep their state in a cache object
     with eval_mode(model), eval_mode(reference):
         if step:
             layout: StateLayout | None = state_layout(model)

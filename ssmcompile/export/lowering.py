@@ -36,6 +36,16 @@ def _ours() -> tuple[type, ...]:
     return (LRU, S5, S4D, DenseLTI, CanonicalSSM, Mamba1Block, Mamba2Block)
 
 
+def _needs_lowering(block, module: nn.Module) -> bool:
+    """Ours export as they are; so does a user's module that calls our scan ops on real
+    tensors. One with complex tensors must be lowered: ONNX graphs carry no complex type."""
+    if isinstance(module, _ours()):
+        return False
+    if block.rule == "scan-call":
+        return any(t.is_complex() for t in [*module.parameters(), *module.buffers()])
+    return True
+
+
 @dataclass(frozen=True)
 class LoweredBlock:
     """One replaced block: its name, kind, what it became and the measured relative error."""
@@ -63,11 +73,11 @@ def lower_for_export(model: nn.Module, example_inputs, *, rtol: float = DEFAULT_
     """``model`` itself when all its blocks are ours, else a copy with the others lowered.
 
     ``example_inputs``: what the model takes (a tensor or a tuple); the blocks' inputs on it
-    are what each replacement is checked on. The caller's model is never modified.
+    are what each replacement is checked on. The caller's model is never modified. A user's
+    module that calls our scan ops on real tensors is left as it is (it already exports).
     """
     state = prepare(model, example_inputs)
-    ours = _ours()
-    todo = [b for b in state.blocks if not isinstance(model.get_submodule(b.name), ours)]
+    todo = [b for b in state.blocks if _needs_lowering(b, model.get_submodule(b.name))]
     if not todo:
         return model, ()
     inputs = block_inputs(model, [b.name for b in todo], state.example_inputs)

@@ -133,5 +133,31 @@ class Mamba2Like(nn.Module):
         y = y + self.D.repeat_interleave(P) * x
         return self.out_proj(self.norm(y, gate).to(u.dtype))
 
+    def initial_state(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """(conv window (batch, E + 2GN, d_conv − 1), SSM state (batch, E, N)), zeros."""
+        w = self.A_log
+        window = w.new_zeros(batch_size, self.conv1d.in_channels, self.conv1d.kernel_size[0] - 1)
+        return window, w.new_zeros(batch_size, self.E, self.N)
+
+    def step(self, u_k: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
+        """One token: u_k (batch, d_model) → (y_k (batch, d_model), next state)."""
+        import torch
+        import torch.nn.functional as F
+
+        from ..selective.mamba import conv_step
+
+        window, h = state
+        E, H, P, G, N = self.E, self.H, self.P, self.G, self.N
+        gate, xbc, dt = torch.split(self.in_proj(u_k), [E, E + 2 * G * N, H], dim=-1)
+        xbc, window = conv_step(self.conv1d, xbc, window)
+        x, B, C = torch.split(self.act(xbc), [E, G * N, G * N], dim=-1)
+        d = F.softplus(dt + self.dt_bias).clamp(*self.dt_limit).repeat_interleave(P, dim=-1)
+        a = torch.exp(d * -torch.exp(self.A_log.float()).to(x.dtype).repeat_interleave(P))
+        B_c = B.unflatten(-1, (G, N)).repeat_interleave(E // G, dim=-2)  # (batch, E, N)
+        C_c = C.unflatten(-1, (G, N)).repeat_interleave(E // G, dim=-2)
+        h = a.unsqueeze(-1) * h + (d * x).unsqueeze(-1) * B_c
+        y = (h * C_c).sum(-1) + self.D.repeat_interleave(P) * x
+        return self.out_proj(self.norm(y, gate).to(u_k.dtype)), (window, h)
+
 
 __all__ += ["Mamba2Like"]

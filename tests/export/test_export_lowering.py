@@ -159,3 +159,34 @@ def test_selective_third_party_models_export_with_parity(tmp_path, kind):
     if kind != "mambapy":  # the caller's model still generates with its own cache
         out = model.generate(ids[:1, :4], max_new_tokens=3, do_sample=False)
         assert out.shape == (1, 7)
+
+
+@pytest.mark.parametrize("kind", ["mamba", "falcon-mamba", "mamba2", "mamba2-reduced"])
+def test_hugging_face_step_graphs_stream_with_parity(tmp_path, kind):
+    from ssmcompile.thirdparty.hf_step import HFStepLM
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
+    if kind == "mamba2-reduced":
+        from ssmcompile.thirdparty.hf_models import reduce_hf
+
+        model, _ = reduce_hf(_hf("mamba2").eval(), ids, rank=8)
+    else:
+        model = _hf(kind).eval()
+    # the streaming view equals the model's own forward, token by token
+    lowered, _ = lower_for_export(model, ids)
+    stepper = HFStepLM(lowered).eval()
+    with torch.no_grad():
+        want = model(ids, use_cache=False).logits
+        state, got = stepper.initial_state(2), []
+        for t in range(ids.shape[1]):
+            y, state = stepper.step(ids[:, t], state)
+            got.append(y)
+    assert float((torch.stack(got, 1) - want).abs().max()) <= 1e-5
+    result = export_onnx(model, tmp_path / "step.onnx", example_inputs=ids, step=True,
+                         check=True)
+    shapes = dict(result.state_shapes)
+    n = 8 if kind == "mamba2-reduced" else model.config.state_size
+    assert shapes["state_0_ssm"][-1] == shapes["state_1_ssm"][-1] == n  # the reduced size
+    worst = max(row.max_abs_err for row in result.parity.rows)
+    assert worst <= 1e-4, worst
