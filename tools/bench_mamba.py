@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/bench_mamba.py                  # the reported run (~8 min, 2 cores)
     .venv/bin/python tools/bench_mamba.py --quick          # smoke test (seconds)
-    .venv/bin/python tools/bench_mamba.py --scan-only      # chunked vs streaming scan timings
+    .venv/bin/python tools/bench_mamba.py --scan-only      # torch kernels vs numba scan timings
+    .venv/bin/python tools/bench_mamba.py --compare-engines  # speed-up with torch and numba scans
 
 Corpus: docstrings of a fixed list of Python standard-library modules
 (``ssmcompile.selective.lm.stdlib_docstrings``; no download), last 10 % held out for validation.
@@ -21,8 +22,10 @@ Reported per arm: validation perplexity (exp of the mean per-character cross-ent
 windows), wall time, median training-step time before/after the event; for the event: its
 cost, the calibrated energy kept and the relative change of validation logits it caused. Since
 the machine's load drifts between arms, the final full and reduced models are also timed
-taking turns step by step (``--timing-steps``), which is the speed-up to quote. The thread count
-is printed with every figure.
+taking turns step by step (``--timing-steps``), which is the speed-up to quote; with
+``--compare-engines`` each model is timed with both scan engines (``SSMCOMPILE_SCAN_ENGINE``
+torch / numba) in the same turns. ``--engine`` forces the engine of the whole run. The thread
+count is printed with every figure.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -44,6 +48,8 @@ from ssmcompile.adapters import adapter_for  # noqa: E402
 from ssmcompile.numerics import energy_kept, truncate  # noqa: E402
 from ssmcompile.selective import Corpus, LMConfig, SelectiveLM, stdlib_docstrings  # noqa: E402
 from ssmcompile.selective.lm import CORPUS_MODULES  # noqa: E402
+
+ENGINE_ENV = "SSMCOMPILE_SCAN_ENGINE"
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -157,25 +163,39 @@ def train(arm: str, corpus: Corpus, args: argparse.Namespace) -> tuple[dict, Sel
 
 
 def interleaved_step_ms(models: dict[str, SelectiveLM], corpus: Corpus,
-                        args: argparse.Namespace) -> dict[str, float]:
+                        args: argparse.Namespace, engines: tuple[str | None, ...] = (None,)
+                        ) -> dict[str, float]:
     """Median training-step time of each model (on copies), the models taking turns step by
-    step so that a change in machine load hits all of them alike."""
+    step so that a change in machine load hits all of them alike. With ``engines`` each model
+    also takes turns with each scan engine (keys ``model@engine``; None: as configured)."""
     import copy
 
     runs = {k: (copy.deepcopy(m).train(), None) for k, m in models.items()}
     runs = {k: (m, make_optimizer(m, args)) for k, (m, _) in runs.items()}
     data = torch.Generator().manual_seed(args.seed + 2)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.timing_steps):
-        w = Corpus.batch(corpus.train, args.batch, args.length, data)
-        for k, (m, opt) in runs.items():
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(m(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times[k].append(time.perf_counter() - t0)
-    return {k: 1e3 * statistics.median(v[1:] or v) for k, v in times.items()}
+    keys = [(k, e) for k in runs for e in engines]
+    times: dict[tuple, list[float]] = {key: [] for key in keys}
+    saved = os.environ.get(ENGINE_ENV)
+    try:
+        for _ in range(args.timing_steps):
+            w = Corpus.batch(corpus.train, args.batch, args.length, data)
+            for k, e in keys:
+                if e is not None:
+                    os.environ[ENGINE_ENV] = e
+                m, opt = runs[k]
+                t0 = time.perf_counter()
+                loss = F.cross_entropy(m(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                times[(k, e)].append(time.perf_counter() - t0)
+    finally:
+        if saved is None:
+            os.environ.pop(ENGINE_ENV, None)
+        else:
+            os.environ[ENGINE_ENV] = saved
+    return {(k if e is None else f"{k}@{e}"): 1e3 * statistics.median(v[1:] or v)
+            for (k, e), v in times.items()}
 
 
 def scan_only(args: argparse.Namespace) -> None:
@@ -184,6 +204,12 @@ def scan_only(args: argparse.Namespace) -> None:
     kernels = {"chunked": (_kernel.selective_forward, _kernel.selective_backward),
                "fused": (_fused.fused_forward, _fused.fused_backward),
                "streaming": (_streaming.streaming_forward, _streaming.streaming_backward)}
+    try:
+        from ssmcompile.selective import _numba_selective as nb
+
+        kernels["numba"] = (nb.numba_forward, nb.numba_backward)
+    except ImportError:
+        pass
     print(f"threads={torch.get_num_threads()}  forward+backward ms, best of 5 interleaved; "
           "A (D, N) or (D, 1) = Mamba-1 / Mamba-2 decay")
     for b, L, D, N, Na in [(8, 128, 64, 128, 128), (8, 128, 64, 128, 1), (8, 128, 64, 12, 12),
@@ -193,6 +219,9 @@ def scan_only(args: argparse.Namespace) -> None:
              torch.randn(b, L, 1, N), torch.randn(b, L, 1, N)]
         g = torch.randn(b, L, D)
         best = {k: math.inf for k in kernels}
+        for fwd, bwd in kernels.values():  # first calls (numba compiles or loads) not timed
+            fwd(*x)
+            bwd(g, *x)
         for _ in range(5):  # kernels take turns, so a load change hits all of them
             for name, (fwd, bwd) in kernels.items():
                 t0 = time.perf_counter()
@@ -210,6 +239,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny smoke-test sizes")
     p.add_argument("--scan-only", action="store_true")
+    p.add_argument("--engine", choices=("default", "torch", "numba"), default="default",
+                   help="force the selective-scan engine (sets SSMCOMPILE_SCAN_ENGINE)")
+    p.add_argument("--compare-engines", action="store_true",
+                   help="time the final models with both scan engines, taking turns")
     p.add_argument("--structure", choices=("mamba1", "mamba2"), default="mamba2")
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--layers", type=int, default=2)
@@ -239,13 +272,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse(argv)
     torch.set_num_threads(args.threads)
+    if args.engine != "default":
+        os.environ[ENGINE_ENV] = args.engine
     if args.scan_only:
         scan_only(args)
         return []
     modules = CORPUS_MODULES[:3] if args.quick else CORPUS_MODULES
     corpus = Corpus.from_text(stdlib_docstrings(modules))
     print(f"threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"python={sys.version.split()[0]}")
+          f"python={sys.version.split()[0]} scan engine={os.environ.get(ENGINE_ENV, 'default')}")
     print(f"corpus: stdlib docstrings, {corpus.chars} chars (sha256 {corpus.digest}), "
           f"train {len(corpus.train)} / val {len(corpus.val)}")
     print(f"model: {args.structure}, d_model={args.d_model}, layers={args.layers}, "
@@ -268,18 +303,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary: dict = {}
     if {"full", "reduced"} <= by.keys() and by["reduced"]["step_ms_after"]:
         full, red = by["full"], by["reduced"]
-        timing = interleaved_step_ms({k: models[k] for k in ("full", "reduced")}, corpus, args)
+        engines = ("torch", "numba") if args.compare_engines else (None,)
+        timing = interleaved_step_ms({k: models[k] for k in ("full", "reduced")}, corpus, args,
+                                     engines)
         summary = {"interleaved_step_ms": timing,
                    "speedup_in_run": full["step_ms_before"] / red["step_ms_after"],
-                   "speedup_interleaved": timing["full"] / timing["reduced"],
                    "ppl_reduced_over_full": red["val_ppl"] / full["val_ppl"]}
+        for e in engines:
+            tag = "" if e is None else f"@{e}"
+            summary["speedup_interleaved" + tag.replace("@", "_")] = (
+                timing["full" + tag] / timing["reduced" + tag])
         if "scratch" in by:
             summary["ppl_scratch_over_reduced"] = by["scratch"]["val_ppl"] / red["val_ppl"]
+        cells = "; ".join(
+            f"{summary['speedup_interleaved' + ('' if e is None else '_' + e)]:.2f}x interleaved"
+            + ("" if e is None else f" with {e} scans")
+            + f" ({timing['full' + ('' if e is None else '@' + e)]:.1f} vs "
+              f"{timing['reduced' + ('' if e is None else '@' + e)]:.1f} ms)"
+            for e in engines)
         print(f"[threads={torch.get_num_threads()}] step speed-up after reduction: "
-              f"{summary['speedup_in_run']:.2f}x in the runs (medians), "
-              f"{summary['speedup_interleaved']:.2f}x interleaved ({timing['full']:.1f} vs "
-              f"{timing['reduced']:.1f} ms); ppl reduced/full "
-              f"{summary['ppl_reduced_over_full']:.4f}"
+              f"{summary['speedup_in_run']:.2f}x in the runs (medians), {cells}; ppl "
+              f"reduced/full {summary['ppl_reduced_over_full']:.4f}"
               + (f"; scratch/reduced {summary['ppl_scratch_over_reduced']:.4f}"
                  if "scratch" in by else ""))
     print(json.dumps({"threads": torch.get_num_threads(), "results": results, **summary}))

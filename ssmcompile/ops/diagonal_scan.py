@@ -7,8 +7,10 @@ optional arguments) so an ONNX translation to ``Scan`` stays simple.
 
 Why an opaque op: fx, ``torch.export`` and dynamo see one node with a fake implementation
 instead of a shape-dependent loop, so tracing works at any length and the scan is one thing to
-match and translate. The eager body is the chunked kernel in ``_chunked`` (≈2√L Python steps);
-``reference.diagonal_scan_reference`` is its readable twin.
+match and translate. The eager body runs on CPU the numba kernel of ``_numba_scan`` (natural
+layout, one pass, ≈ the memory-bandwidth floor) and elsewhere, or with
+``SSMCOMPILE_SCAN_ENGINE=torch`` or without numba, the chunked torch kernel of ``_chunked`` (≈2√L
+Python steps); see ``_engine``. ``reference.diagonal_scan_reference`` is their readable twin.
 
 Choice per backend (``tools/bench_scan.py``, batch 16, L 1024, float32, fwd+bwd, 1 thread, on a
 loaded 2-core VM): n = 16: op 23 ms, inductor-compiled pure-torch chunked scan 26 ms, loop 779 ms;
@@ -18,8 +20,10 @@ aot_eager, export, inductor, ONNX) and there is no switch.
 
 Backward: the adjoint of a linear recurrence is the same recurrence run backwards with conj(λ):
 a_k = g_k + conj(λ) a_{k+1}; ∂bu_k = a_k; ∂λ = Σ_k a_k · conj(x_{k-1}) (PyTorch's convention,
-gradient = ∂/∂Re + i ∂/∂Im). The backward calls the op itself, so it is fast and differentiable
-again.
+gradient = ∂/∂Re + i ∂/∂Im). A first-order backward is one call of the private op
+``ssmcompile::diagonal_scan_backward`` (with numba: one reverse pass over a, ∂bu and ∂λ, no flips);
+under ``create_graph`` the backward is composed of differentiable ops (the scan op itself on
+flipped inputs), so double backward works.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ShapeError
+from . import _engine
 from ._chunked import diagonal_scan_time_major, time_major
 
 _FLOATS = (torch.float32, torch.float64)
@@ -59,6 +64,9 @@ def _diagonal_scan_op(
     _check(lam_re, lam_im, bu_re, bu_im)
     if bu_re.numel() == 0:
         return torch.zeros_like(bu_re), torch.zeros_like(bu_im)
+    kernels = _engine.numba_kernels(lam_re, lam_im, bu_re, bu_im)
+    if kernels is not None:
+        return _engine.diagonal_forward(kernels, lam_re, lam_im, bu_re, bu_im)
     xr, xi = diagonal_scan_time_major(
         lam_re.contiguous(), lam_im.contiguous(), time_major(bu_re), time_major(bu_im)
     )
@@ -79,9 +87,8 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(lam_re, lam_im, *output)
 
 
-def _backward(ctx, g_re, g_im):
-    lam_re, lam_im, x_re, x_im = ctx.saved_tensors
-    # Reverse scan with conj(λ): flip time, scan forward, flip back.
+def _backward_composite(lam_re, lam_im, x_re, x_im, g_re, g_im):
+    """Differentiable backward: the op on time-flipped inputs, then ∂λ by elementwise ops."""
     a_re, a_im = torch.ops.ssmcompile.diagonal_scan(lam_re, -lam_im, g_re.flip(1), g_im.flip(1))
     a_re, a_im = a_re.flip(1), a_im.flip(1)
     # ∂λ = Σ_{batch,k≥1} a_k conj(x_{k-1}); x_{-1} = 0 drops k = 0.
@@ -91,6 +98,40 @@ def _backward(ctx, g_re, g_im):
     g_lam_re = (ar * xr).addcmul_(ai, xi).sum((0, 1))
     g_lam_im = (ai * xr).addcmul_(ar, xi, value=-1).sum((0, 1))
     return g_lam_re, g_lam_im, a_re, a_im
+
+
+@torch.library.custom_op("ssmcompile::diagonal_scan_backward", mutates_args=())
+def _diagonal_scan_backward_op(
+    lam_re: torch.Tensor,
+    lam_im: torch.Tensor,
+    x_re: torch.Tensor,
+    x_im: torch.Tensor,
+    g_re: torch.Tensor,
+    g_im: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂λ_re, ∂λ_im (n,), ∂bu_re, ∂bu_im (batch, L, n)) of ``diagonal_scan`` at output x."""
+    kernels = _engine.numba_kernels(lam_re, lam_im, x_re, x_im, g_re, g_im)
+    if kernels is None or g_re.numel() == 0:
+        outs = _backward_composite(lam_re, lam_im, x_re, x_im, g_re, g_im)
+        return tuple(o.contiguous() for o in outs)
+    return _engine.diagonal_backward(kernels, lam_re, lam_im, x_re, x_im, g_re, g_im)
+
+
+@_diagonal_scan_backward_op.register_fake
+def _(lam_re, lam_im, x_re, x_im, g_re, g_im):
+    return (
+        lam_re.new_empty(lam_re.shape),
+        lam_im.new_empty(lam_im.shape),
+        g_re.new_empty(g_re.shape),
+        g_im.new_empty(g_im.shape),
+    )
+
+
+def _backward(ctx, g_re, g_im):
+    lam_re, lam_im, x_re, x_im = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: stay differentiable
+        return _backward_composite(lam_re, lam_im, x_re, x_im, g_re, g_im)
+    return torch.ops.ssmcompile.diagonal_scan_backward(lam_re, lam_im, x_re, x_im, g_re, g_im)
 
 
 _diagonal_scan_op.register_autograd(_backward, setup_context=_setup_context)

@@ -9,7 +9,11 @@ with channel d reading group d // (D/G) (G = 1: shared; G = heads: per head). Th
 gate stay outside the op, so its schema is five plain tensors in, one out.
 
 Why an opaque op (as for the LTI scans in ``ssmcompile.ops``): fx, ``torch.export`` and dynamo
-see one node with a fake kernel instead of a length-dependent loop. The eager body is the chunked
+see one node with a fake kernel instead of a length-dependent loop. On CPU with numba importable
+the eager bodies are the numba kernels of ``_numba_selective`` (sequential over time per lane of
+channels, nothing of size (batch, L, D, N)); ``SSMCOMPILE_SCAN_ENGINE=torch|numba`` (read on
+every call, as for the LTI scans: ``ssmcompile.ops._engine``) forces one. Otherwise the body is
+the chunked
 kernel in ``_kernel`` (≈2√L Python steps, everything materialised) for small problems, the
 chunk-parallel ``_fused`` kernel (≈3√L steps on cache-sized slabs) for medium ones and the
 per-step loop in ``_streaming`` for large per-step slabs (see ``_kernels``);
@@ -24,11 +28,13 @@ is importable; it is never required.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 from torch import Tensor
 
 from ..errors import ShapeError
+from ..ops._engine import engine_name
 from ._fused import fused_backward, fused_forward
 from ._kernel import selective_backward, selective_forward
 from ._streaming import streaming_backward, streaming_forward
@@ -51,6 +57,28 @@ def _kernels(u: Tensor, B: Tensor):
     if slab >= STREAM_MIN_SLAB:
         return streaming_forward, streaming_backward
     return fused_forward, fused_backward
+
+
+@functools.cache
+def _numba_kernels():
+    """(forward, backward) of ``_numba_selective``, or None (with one warning) without numba."""
+    try:
+        from ._numba_selective import numba_backward, numba_forward
+    except Exception as err:  # noqa: BLE001 - any failure means: use the torch kernels
+        warnings.warn(f"ssmcompile: numba selective-scan kernels unavailable ({err!r}); using "
+                      "torch kernels", RuntimeWarning, stacklevel=3)
+        return None
+    return numba_forward, numba_backward
+
+
+def _eager(u: Tensor, B: Tensor):
+    """(forward, backward) eager bodies for these inputs: numba on CPU unless the engine is
+    forced to torch (or numba is missing), else the torch kernel for the size."""
+    if engine_name() == "numba" and u.device.type == "cpu":
+        kernels = _numba_kernels()
+        if kernels is not None:
+            return kernels
+    return _kernels(u, B)
 
 
 def _check(u, delta, A, B, C) -> None:
@@ -86,7 +114,7 @@ def _selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     _check(u, delta, A, B, C)
     if u.numel() == 0 or B.shape[-1] == 0:
         return torch.zeros_like(u)
-    return _kernels(u, B)[0](u, delta, A, B, C).contiguous()
+    return _eager(u, B)[0](u, delta, A, B, C).contiguous()
 
 
 @_selective_scan_op.register_fake
@@ -101,7 +129,7 @@ def _selective_scan_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     if u.numel() == 0 or B.shape[-1] == 0:
         return tuple(torch.zeros_like(t) for t in (u, delta, A, B, C))  # type: ignore[return-value]
-    return _kernels(u, B)[1](grad, u, delta, A, B, C)
+    return _eager(u, B)[1](grad, u, delta, A, B, C)
 
 
 @_selective_scan_backward_op.register_fake
