@@ -179,3 +179,28 @@ def assign(new: nn.Module, values: dict[str, Tensor], like: nn.Module) -> nn.Mod
             if name in old:
                 param.requires_grad_(old[name].requires_grad)
     return new
+
+
+def install_parameters(new: nn.Module, values: dict[str, Tensor], like: nn.Module) -> nn.Module:
+    """Replace every parameter of ``new`` by ``values[name]`` as a fresh ``nn.Parameter`` with
+    the dtype, device and ``requires_grad`` of ``like``'s parameter of the same name.
+
+    Unlike :func:`assign` this keeps each parameter's own dtype (third-party layers mix float32
+    and complex64 parameters, and ``Module.double()`` leaves complex ones complex64)."""
+    names = [n for n, _ in new.named_parameters()]
+    if set(names) != set(values):
+        raise MatchError(f"rebuild of {type(new).__name__} sets {sorted(values)}, "
+                         f"needs {sorted(names)}")
+    old = dict(like.named_parameters())
+    for name in names:
+        ref = old[name]
+        v = values[name].detach()
+        if ref.is_complex() and not v.is_complex():
+            v = v.to(torch.complex128)
+        if not ref.is_complex() and v.is_complex():
+            raise ShapeError(f"{name}: a complex value for the real parameter")
+        v = v.to(device=ref.device, dtype=ref.dtype).clone().contiguous()
+        owner_name, _, leaf = name.rpartition(".")
+        owner = new.get_submodule(owner_name) if owner_name else new
+        setattr(owner, leaf, nn.Parameter(v, requires_grad=ref.requires_grad))
+    return new

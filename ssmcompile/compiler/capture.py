@@ -15,6 +15,7 @@ import networkx as nx
 from torch import fx, nn
 
 from ..adapters import adapter_for
+from .precision import describe_exception
 
 SCAN_OPS = ("diagonal_scan", "dense_scan")
 
@@ -76,8 +77,8 @@ def capture(model: nn.Module) -> Capture:
         graph = tracer.trace(copy.deepcopy(model))
         gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
     except Exception as err:  # noqa: BLE001 - any tracing failure means "fall back", by design
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return Capture(None, f"torch.fx could not trace the model ({reason}); matched modules "
+        return Capture(None, f"torch.fx could not trace the model ({describe_exception(err)}); "
+                             "matched modules "
                              "by type instead", nx.DiGraph())
     return Capture(gm, "traced with torch.fx", to_networkx(gm.graph))
 

@@ -14,8 +14,6 @@ inputs of at most T steps), not that the module is LTI. The caveat string says s
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +24,11 @@ from ..numerics.era import era
 from ..numerics.system import LTISystem
 from .canonical import CanonicalSSM
 from .pass_manager import fingerprint
+from .precision import at_precision, describe_exception, native_dtype, primary_output
 
 __all__ = ["IdentifiedLTI", "identify_lti", "LTIProbeAdapter"]
 
 _BATCH = 2
-_COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64}
 
 
 @dataclass(frozen=True)
@@ -48,27 +46,9 @@ class IdentifiedLTI:
     caveat: str
 
 
-def _first_tensor(out) -> torch.Tensor | None:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, (tuple, list)):
-        items = list(out)
-    elif isinstance(out, dict):
-        items = list(out.values())
-    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
-        items = [getattr(out, f.name) for f in dataclasses.fields(out)]
-    else:
-        return None
-    return next((t for t in items if isinstance(t, torch.Tensor)), None)
-
-
-def _place(module: nn.Module) -> tuple[torch.device, list[torch.dtype]]:
-    tensors = [*module.parameters(), *module.buffers()]
-    device = tensors[0].device if tensors else torch.device("cpu")
-    return device, [t.dtype for t in tensors if t.is_floating_point()]
+def _device(module: nn.Module) -> torch.device:
+    t = next(iter([*module.parameters(), *module.buffers()]), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 class _Probe:
@@ -76,16 +56,12 @@ class _Probe:
 
     def __init__(self, module: nn.Module, in_features: int, dtype: torch.dtype):
         try:
-            m = copy.deepcopy(module).eval()
-            cdtype = _COMPLEX.get(dtype)
-            # Module.to(float) would drop the imaginary part of complex parameters.
-            m._apply(lambda t: t.to(dtype) if t.is_floating_point()
-                     else t.to(cdtype) if t.is_complex() and cdtype is not None else t)
+            m = at_precision(module, dtype)
         except Exception as err:  # noqa: BLE001 - any user-side failure is a match failure
             raise _raised(err) from None
         self.module, self.m, self.dtype = m, in_features, dtype
-        self.device, float_dtypes = _place(m)
-        self.eps = max(torch.finfo(t).eps for t in (dtype, *float_dtypes))
+        self.device = _device(m)
+        self.eps = torch.finfo(dtype).eps
         self.p: int | None = None
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
@@ -93,11 +69,12 @@ class _Probe:
         try:
             with torch.no_grad():
                 out = self.module(u.to(device=self.device, dtype=self.dtype))
-                y = _first_tensor(out)
         except Exception as err:  # noqa: BLE001 - any user-side failure is a match failure
             raise _raised(err) from None
-        if y is None:
-            raise MatchError(f"forward returned {type(out).__name__}, not a tensor")
+        try:
+            y = primary_output(out)
+        except MatchError:
+            raise MatchError(f"forward returned {type(out).__name__}, not a tensor") from None
         b, T = u.shape[:2]
         if y.ndim != 3 or tuple(y.shape[:2]) != (b, T) or self.p not in (None, y.shape[2]):
             raise MatchError(f"not shape-preserving in length: input {tuple(u.shape)} gave "
@@ -111,8 +88,7 @@ class _Probe:
 
 
 def _raised(err: Exception) -> MatchError:
-    lines = str(err).strip().splitlines()
-    return MatchError(f"raised {type(err).__name__}" + (f": {lines[0]}" if lines else ""))
+    return MatchError(f"raised {describe_exception(err)}")
 
 
 def _rel(err: torch.Tensor, *refs: torch.Tensor) -> float:
@@ -268,6 +244,5 @@ class LTIProbeAdapter:
         return self.identify(module).order
 
     def rebuild(self, module: nn.Module, system: LTISystem) -> nn.Module:
-        device, float_dtypes = _place(module)
-        dtype = float_dtypes[0] if float_dtypes else torch.float32
-        return CanonicalSSM(system, dtype=dtype).to(device).train(module.training)
+        new = CanonicalSSM(system, dtype=native_dtype(module))
+        return new.to(_device(module)).train(module.training)

@@ -42,34 +42,18 @@ import torch
 from s5.s5_model import S5, discretize_bilinear, discretize_zoh
 from torch import Tensor, nn
 
-from ..adapters.base import checked_modes, diag_feedthrough, f64, require_diagonal, require_type
+from ..adapters.base import (
+    checked_modes,
+    diag_feedthrough,
+    f64,
+    install_parameters,
+    require_diagonal,
+    require_type,
+)
 from ..errors import MatchError, ShapeError
 from ..numerics.system import LTISystem
 
 _SUPPORTED_INITS = ("dense", "dense_columns", "complex_normal")
-
-
-def install_parameters(new: nn.Module, values: dict[str, Tensor], like: nn.Module) -> nn.Module:
-    """Replace every parameter of ``new`` by ``values[name]`` with the dtype, device and
-    ``requires_grad`` of ``like``'s parameter of that name (each keeps its own dtype: the
-    package mixes real and complex parameters). The same helper as lru_pytorch's, repeated so
-    that neither bundled adapter imports the other's package."""
-    names = [n for n, _ in new.named_parameters()]
-    if set(names) != set(values):
-        raise MatchError(f"rebuild of {type(new).__name__} sets {sorted(values)}, "
-                         f"needs {sorted(names)}")
-    old = dict(like.named_parameters())
-    for name in names:
-        ref, v = old[name], values[name].detach()
-        if ref.is_complex() and not v.is_complex():
-            v = v.to(torch.complex128)
-        if not ref.is_complex() and v.is_complex():
-            raise ShapeError(f"{name}: a complex value for the real parameter")
-        v = v.to(device=ref.device, dtype=ref.dtype).clone().contiguous()
-        owner_name, _, leaf = name.rpartition(".")
-        owner = new.get_submodule(owner_name) if owner_name else new
-        setattr(owner, leaf, nn.Parameter(v, requires_grad=ref.requires_grad))
-    return new
 
 
 def _method(seq: nn.Module) -> str:
