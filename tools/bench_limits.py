@@ -57,16 +57,22 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def limits(repeats: int) -> dict:
-    """Copy bandwidth (GB/s, read + written) and float32 matmul peak (GFLOP/s), 1 thread."""
+    """Copy bandwidth (GB/s, read + written; 1 and 2 threads) and float32 matmul peak
+    (GFLOP/s, 1 thread)."""
     torch.set_num_threads(1)
     a = np.ones(256 * 2**20 // 4, np.float32)
     b = np.empty_like(a)
     np_bw = 2 * a.nbytes / _median_time(lambda: np.copyto(b, a), repeats) / 1e9
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     torch_bw = 2 * a.nbytes / _median_time(lambda: tb.copy_(ta), repeats) / 1e9
+    # What 2 cores can stream together bounds what 2 threads can gain on a memory-bound scan.
+    torch.set_num_threads(2)
+    torch_bw2 = 2 * a.nbytes / _median_time(lambda: tb.copy_(ta), repeats) / 1e9
+    torch.set_num_threads(1)
     m = torch.randn(4096, 4096)
     peak = 2 * 4096**3 / _median_time(lambda: m @ m, max(3, repeats // 2)) / 1e9
-    return {"copy_GBps_numpy": np_bw, "copy_GBps_torch": torch_bw, "matmul_GFLOPs": peak}
+    return {"copy_GBps_numpy": np_bw, "copy_GBps_torch": torch_bw,
+            "copy_GBps_torch_2threads": torch_bw2, "matmul_GFLOPs": peak}
 
 
 def _diag_case(B, L, n):
@@ -245,7 +251,8 @@ def main() -> None:
     lim = limits(3 if args.quick else 5)
     print(
         f"copy {lim['copy_GBps_numpy']:.1f} GB/s (numpy), {lim['copy_GBps_torch']:.1f} GB/s "
-        f"(torch); float32 matmul {lim['matmul_GFLOPs']:.0f} GFLOP/s; 1 thread"
+        f"(torch), {lim['copy_GBps_torch_2threads']:.1f} GB/s (torch, 2 threads); float32 "
+        f"matmul {lim['matmul_GFLOPs']:.0f} GFLOP/s; 1 thread unless said"
     )
     cases = [("diagonal", s, _diag_case) for s in diag]
     if not args.no_dense:

@@ -41,6 +41,7 @@ from .state import (
     BlockVerification,
     CompileState,
     MatchFailure,
+    PassTiming,
     RankDecision,
     Truncation,
 )
@@ -58,5 +59,5 @@ __all__ = [
     "RankPolicy", "BlockRecord", "Truncation",
     "ProbedScanAdapter", "probe_system", "BlockRow", "Report", "build_report", "META_KEY",
     "Block", "BlockAnalysis", "BlockVerification", "CompileState", "MatchFailure",
-    "RankDecision",
+    "RankDecision", "PassTiming",
 ]

@@ -13,9 +13,18 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..ops import SCAN_OPS
 from .precision import describe_exception, primary_output
 
-SCAN_OPS = ("diagonal_scan", "dense_scan")
+# Matching needs shapes and scan owners, not statistics: two sequences show both at a small
+# fraction of a forward on the whole example batch (which dominated an event's matching cost).
+# Two, not one, so that code squeezing a batch of one still sees its usual shapes.
+OBSERVE_BATCH = 2
+
+
+def leading(inputs: tuple, k: int) -> tuple:
+    """``inputs`` with every tensor cut to its first ``k`` rows (``k = 0``: unchanged)."""
+    return tuple(x[:k] if k and isinstance(x, torch.Tensor) and x.ndim else x for x in inputs)
 
 
 def block_inputs(model: nn.Module, names: list[str], example_inputs: tuple
@@ -42,7 +51,8 @@ def block_inputs(model: nn.Module, names: list[str], example_inputs: tuple
 @dataclass(frozen=True)
 class Call:
     """The first call of one module: its first input's and its output's shape and dtype
-    (``out_shape`` is ``None`` when the output holds no tensor)."""
+    (``out_shape`` is ``None`` when the output holds no tensor). The batch size is that of the
+    observed run (see :func:`observe`)."""
 
     in_shape: tuple[int, ...]
     in_dtype: torch.dtype
@@ -74,9 +84,21 @@ class _ScanWatch(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def observe(model: nn.Module, example_inputs: tuple) -> Observation:
+def observe(model: nn.Module, example_inputs: tuple, batch: int = OBSERVE_BATCH) -> Observation:
     """Run an eval-mode copy of ``model`` once, recording each module's first call and the
-    owners of scan calls. Never raises for an error inside the model: ``error`` says it."""
+    owners of scan calls. Never raises for an error inside the model: ``error`` says it.
+
+    The run sees the first ``batch`` rows of each input tensor (0: all of them), so recorded
+    shapes carry that batch size; a model that fails on the cut inputs (an input tensor without
+    a batch dimension) is run once more on the whole batch."""
+    if batch:
+        obs = _observe(model, leading(example_inputs, batch))
+        if obs.error is None:
+            return obs
+    return _observe(model, example_inputs)
+
+
+def _observe(model: nn.Module, example_inputs: tuple) -> Observation:
     obs = Observation()
     try:
         replica = copy.deepcopy(model).eval()
@@ -115,4 +137,4 @@ def observe(model: nn.Module, example_inputs: tuple) -> Observation:
     return obs
 
 
-__all__ = ["block_inputs", "observe", "Observation", "Call", "SCAN_OPS"]
+__all__ = ["block_inputs", "observe", "leading", "OBSERVE_BATCH", "Observation", "Call", "SCAN_OPS"]

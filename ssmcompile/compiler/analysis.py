@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..numerics import energy_rank, hankel_singular_values, truncate
+from ..numerics import balancing_svd, energy_rank, truncate
 from ..numerics.system import TruncationResult
 from .activations import block_inputs
 from .precision import at_precision, cast_inputs, noise_floor, primary_output, run_checked
@@ -36,12 +36,15 @@ def analyse_block(state: CompileState, block: Block) -> BlockAnalysis:
         note = f"{block.name or '<model>'}: {caveat(module)}"
         if note not in state.notes:
             state.notes.append(note)
-    hsv = hankel_singular_values(system.A, system.B, system.C)
+    # The full balancing SVD, not the HSVs alone: the truncation that usually follows needs its
+    # vectors, and one SVD costs less than svdvals now plus an SVD then.
+    balancing = balancing_svd(system.A, system.B, system.C)
+    hsv = balancing.sigma
     total = hsv.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     energy = (hsv.cumsum(dim=-1) / total).reshape(-1, hsv.shape[-1]).amin(dim=0)
     suggested = tuple((tau, energy_rank(hsv, tau)) for tau in SUGGESTED_TAUS)
     result = BlockAnalysis(block.name, block.kind, system.state_dim, hsv, energy, suggested,
-                           system)
+                           system, balancing)
     state.analyses[block.name] = result
     if block.node is not None:
         block.node.meta[META_KEY] = result
@@ -72,7 +75,7 @@ def rewrite_block(state: CompileState, block: Block, rank: int) -> TruncationRes
     analysis = state.analyses.get(block.name) or analyse_block(state, block)
     # clip: a rank above the numerical minimal order has no balanced realisation; the states
     # beyond it carry σ ≈ 0, so dropping them changes nothing measurable.
-    result = truncate(analysis.system, rank, clip=True)
+    result = truncate(analysis.system, rank, clip=True, balancing=analysis.balancing)
     module = state.model.get_submodule(block.name)
     if hasattr(block.adapter, "rebuild_from_truncation"):
         new = block.adapter.rebuild_from_truncation(module, result)  # needs T / Tinv

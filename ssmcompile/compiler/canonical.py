@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import ShapeError
 from ..numerics.system import LTISystem
-from ..ops import dense_scan, diagonal_scan_real
+from ..ops import dense_scan, diagonal_ssm
 
 
 class CanonicalSSM(nn.Module):
@@ -64,9 +64,9 @@ class CanonicalSSM(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.diagonal:
-            x_re, x_im = diagonal_scan_real(self.lam_re, self.lam_im, u @ self.B_re.T,
-                                            u @ self.B_im.T)
-            return x_re @ self.C_re.T - x_im @ self.C_im.T + u @ self.D.T
+            y = diagonal_ssm(self.lam_re, self.lam_im, self.B_re, self.B_im, self.C_re,
+                             self.C_im, u)
+            return y + u @ self.D.T
         return dense_scan(self.A, u @ self.B.T) @ self.C.T + u @ self.D.T
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:

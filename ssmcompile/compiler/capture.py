@@ -15,9 +15,8 @@ import networkx as nx
 from torch import fx, nn
 
 from ..adapters import adapter_for
+from ..ops import SCAN_OPS
 from .precision import describe_exception
-
-SCAN_OPS = ("diagonal_scan", "dense_scan")
 
 
 def is_scan_node(node: fx.Node) -> bool:

@@ -226,8 +226,13 @@ def match_blocks(model: nn.Module, cap: Capture, example_inputs: tuple,
                 continue
             blocks.append(Block(cand.name, adapter.kind, rule.name, adapter, cand.node))
             claimed.add(cand.name)
-    if ctx._observation is not None and ctx._observation.error:
-        failures.append(MatchFailure("<model>", "observe", ctx._observation.error))
+    if ctx._observation is not None:
+        # Read only when some rule ran the model anyway (the default rules always do).
+        for b in blocks:
+            call = ctx._observation.calls.get(b.name)
+            b.in_shape = call.in_shape if call is not None else None
+        if ctx._observation.error:
+            failures.append(MatchFailure("<model>", "observe", ctx._observation.error))
     return blocks, failures
 
 

@@ -7,6 +7,7 @@ The manager keeps the state honest between passes:
 - after a pass that reports ``modified``, it re-captures and re-matches the new model and drops
   every analysis (``state.analyses`` and the graph's ``node.meta``): the next pass always sees a
   graph that describes the current model, and no pass invalidates anything by hand;
+- it records what each pass cost (``state.timings``: wall and CPU time, re-derive apart);
 - a pass declared functional (``in_place = False``) that mutates the model it was given, or any
   pass that touches the caller's model, is a :class:`PassError` (the onnx-ir rule).
 """
@@ -14,6 +15,7 @@ The manager keeps the state honest between passes:
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
 from dataclasses import dataclass
 from typing import ClassVar
@@ -21,7 +23,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..errors import PassError
-from .state import CompileState
+from .state import CompileState, PassTiming
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ class PassManager:
         for p in self.passes:
             given = state.model
             before = fingerprint(given)
+            wall, cpu = time.perf_counter(), time.process_time()
             result = p.run(state)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if not isinstance(result, PassResult):
                 raise PassError(f"pass {p.name!r} returned {type(result).__name__}, "
                                 "not a PassResult")
@@ -127,8 +131,12 @@ class PassManager:
             if fingerprint(state.original) != original:
                 raise PassError(f"pass {p.name!r} mutated the caller's model")
             state.history.append((p.spec(), result.modified))
+            rederived = 0.0
             if result.modified:
+                rederived = time.perf_counter()
                 state = rederive(state)
+                rederived = time.perf_counter() - rederived
+            state.timings.append(PassTiming(p.spec(), wall, cpu, rederived))
             modified = modified or result.modified
         return PassResult(state, modified)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..numerics.hankel import BalancingSVD
 from ..numerics.system import LTISystem, TruncationResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +29,8 @@ class Block:
     ``name`` is the module's qualified name in the model; ``rule`` the match rule that found it;
     ``node`` its fx node (``call_module`` for a leaf layer, the scan ``call_function`` for a user
     module traced through), or ``None`` when matched at module level after a capture failure.
+    ``in_shape``: the shape of its first input in the observed run of the example inputs
+    (batch, length, features), the batch cut as that run cut it; ``None`` when not observed.
     """
 
     name: str
@@ -35,6 +38,7 @@ class Block:
     rule: str
     adapter: BlockAdapter
     node: torch.fx.Node | None = None
+    in_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class BlockAnalysis:
 
     ``hsv``: (..., n) descending float64 (a batch for multi-SISO blocks such as S4D);
     ``energy``: (n,) fraction of Σσ kept by the leading r = 1..n states (worst case over a batch);
-    ``suggested``: (τ, rank) pairs from the paper's energy rule.
+    ``suggested``: (τ, rank) pairs from the paper's energy rule; ``balancing``: the square-root
+    balancing SVD of ``system`` the HSVs came from (a truncation of this system reuses it).
     """
 
     name: str
@@ -62,6 +67,7 @@ class BlockAnalysis:
     energy: torch.Tensor
     suggested: tuple[tuple[float, int], ...]
     system: LTISystem
+    balancing: BalancingSVD | None = None
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,26 @@ class BlockRecord:
                        steps=(*self.steps, step), energy_kept=energy_kept)
 
 
+@dataclass(frozen=True)
+class PassTiming:
+    """What one pass of a pipeline cost: ``wall_s`` and ``cpu_s`` (process CPU time, every
+    thread) of its ``run``; ``rederive_s``: wall time of the re-capture and re-match after it
+    (0 when it left the model unchanged)."""
+
+    spec: str
+    wall_s: float
+    cpu_s: float
+    rederive_s: float = 0.0
+
+
 @dataclass
 class CompileState:
     """Everything a pipeline knows about one model. ``original`` is never mutated.
 
     ``capture`` and ``blocks`` always describe ``model`` (the pass manager re-derives them after
     every modifying pass); ``initial_blocks`` are the blocks as matched on ``original``;
-    ``records`` accumulate over the whole pipeline, ``analyses`` only until the next rewrite.
+    ``records`` accumulate over the whole pipeline, ``analyses`` only until the next rewrite;
+    ``timings``: one :class:`PassTiming` per pass run.
     """
 
     original: nn.Module
@@ -169,6 +188,7 @@ class CompileState:
     verifications: dict[str, BlockVerification] = field(default_factory=dict)
     output_error: float | None = None
     history: list[tuple[str, bool]] = field(default_factory=list)
+    timings: list[PassTiming] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def block(self, name: str) -> Block:

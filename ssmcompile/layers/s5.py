@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops import diagonal_scan_real
+from ..ops import diagonal_ssm
 from ._real import Pair, cmul, factory, zoh
 
 
@@ -75,8 +75,7 @@ class S5(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         """u: (batch, L, H) → y: (batch, L, H)."""
         lam_re, lam_im, b_re, b_im = self.discretize()
-        x_re, x_im = diagonal_scan_real(lam_re, lam_im, u @ b_re.T, u @ b_im.T)
-        return x_re @ self.C_re.T - x_im @ self.C_im.T + u * self.D
+        return diagonal_ssm(lam_re, lam_im, b_re, b_im, self.C_re, self.C_im, u) + u * self.D
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """Zero state ``(x_re, x_im)``, each (batch, n)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConditioningError, RankError, UnstableSystemError
-from .hankel import balancing_svd_of_prepared
+from .hankel import BalancingSVD, balancing_svd_of_prepared
 from .rank import numerical_order
 from .stability import check_stable, prepare
 from .system import LTISystem, TruncationResult
@@ -85,6 +85,7 @@ def balanced_truncation(
     *,
     clip: bool = False,
     max_cond: float = DEFAULT_MAX_COND,
+    balancing: BalancingSVD | None = None,
 ) -> TruncationResult:
     """Reduce a stable discrete system to ``rank`` states by square-root balanced truncation.
 
@@ -96,7 +97,9 @@ def balanced_truncation(
 
     ``clip``: clip a rank above the numerical minimal order (σ_r ≤ n·eps·σ_1 for some batch
     item) to that order instead of raising RankError. ``max_cond``: largest accepted condition
-    number of the re-diagonalising eigenvector matrix (diagonal input only).
+    number of the re-diagonalising eigenvector matrix (diagonal input only). ``balancing``:
+    :func:`~ssmcompile.numerics.hankel.balancing_svd` of this same (A, B, C), when the caller
+    already has it (an analysis that computed the HSVs), so the SVD is not done twice.
 
     Raises RankError (rank outside 1..n, or above the numerical order without ``clip``),
     UnstableSystemError (unstable or non-finite input, or a reduced pole with |λ| ≥ 1),
@@ -105,7 +108,7 @@ def balanced_truncation(
     A, B, C, diagonal = prepare(A, B, C)
     n = B.shape[-2]
     _check_rank(rank, n)
-    bal = balancing_svd_of_prepared(A, B, C, diagonal)
+    bal = balancing if balancing is not None else balancing_svd_of_prepared(A, B, C, diagonal)
     order = numerical_order(bal.sigma)
     if rank > order:
         if order == 0:
@@ -147,8 +150,10 @@ def truncate(
     *,
     clip: bool = False,
     max_cond: float = DEFAULT_MAX_COND,
+    balancing: BalancingSVD | None = None,
 ) -> TruncationResult:
     """:func:`balanced_truncation` for an :class:`LTISystem` (same shapes, options and errors)."""
     return balanced_truncation(
-        system.A, system.B, system.C, system.D, rank, clip=clip, max_cond=max_cond
+        system.A, system.B, system.C, system.D, rank, clip=clip, max_cond=max_cond,
+        balancing=balancing,
     )

@@ -5,8 +5,9 @@ plain eager torch, any device). Default: numba for CPU tensors when it imports, 
 ``SSMCOMPILE_SCAN_ENGINE=torch|numba`` (read on every call) forces one; ``numba`` still falls back
 to torch for non-CPU tensors or when numba is missing or broken (with one warning).
 
-Threads: a call uses ``torch.get_num_threads()`` threads (so a caller that sets torch to 1 gets
-1), and runs serially below ``PARALLEL_MIN_WORK``. Lanes are split into chunks that the calling
+Threads: a call uses ``threads.scan_threads()`` threads (by default torch's count, so a caller
+that sets torch to 1 gets 1; see ``threads`` for the policy), and runs serially below
+``PARALLEL_MIN_WORK``. Lanes are split into chunks that the calling
 thread and pool helpers *take in turn* from a shared counter,
 with the GIL released inside the kernels. Why not numba's ``prange``: both its threading layers
 split a loop statically into one piece per thread, so with another process on one core the piece
@@ -26,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from . import _buffers
+from .threads import scan_threads
 
 ENV = "SSMCOMPILE_SCAN_ENGINE"
 # Below this many numbers (batch·length·n; ·n again for dense) a call runs serially: waking a
@@ -84,9 +88,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _fresh(like: np.ndarray) -> np.ndarray:
-    # numpy advises huge pages for large buffers: first-touch page faults on a fresh 40 MB output
-    # cost ~16 ms with torch.empty's 4 KiB pages vs ~4 ms here.
-    return np.empty(like.shape, like.dtype)
+    """An output array shaped like ``like``: recycled from ``_buffers`` (no first-touch page
+    faults), else a numpy allocation (numpy advises huge pages for large buffers; torch.empty's
+    4 KiB pages fault ~4x longer)."""
+    return _buffers.empty(like.shape, like.dtype)
 
 
 def _helpers(workers: int) -> ThreadPoolExecutor:
@@ -99,8 +104,8 @@ def _helpers(workers: int) -> ThreadPoolExecutor:
 
 
 def parallel_for(fn, total: int, work: int) -> None:
-    """Run ``fn(t0, t1)`` over lanes 0..total-1 on up to ``torch.get_num_threads()`` threads."""
-    threads = min(torch.get_num_threads(), total)
+    """Run ``fn(t0, t1)`` over lanes 0..total-1 on up to ``scan_threads()`` threads."""
+    threads = min(scan_threads(), total)
     if threads < 2 or work < PARALLEL_MIN_WORK:
         fn(0, total)
         return
@@ -123,7 +128,7 @@ def parallel_for(fn, total: int, work: int) -> None:
 
 def _state_blocks(batch: int, n: int) -> int:
     """Blocks per batch row: >1 only when the batch cannot feed the threads by itself."""
-    threads = torch.get_num_threads()
+    threads = scan_threads()
     return 1 if batch >= threads or n < 32 else min(-(-threads // batch), n // 16)
 
 

@@ -33,3 +33,19 @@ def dense_scan_reference(A: torch.Tensor, bu: torch.Tensor) -> torch.Tensor:
         x = x @ A.transpose(-1, -2) + bu[:, k]
         out.append(x)
     return torch.stack(out, dim=1)
+
+
+def diagonal_ssm_reference(
+    lam: torch.Tensor, B: torch.Tensor, C: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
+    """y_k = Re(C x_k), x_k = lam ⊙ x_{k-1} + B u_k, x_{-1} = 0, one step at a time.
+
+    Shapes: ``lam`` (n,) complex, ``B`` (n, H) complex, ``C`` (P, n) complex, ``u`` (batch,
+    length, H) real → y (batch, length, P) real.
+    """
+    x = torch.zeros(u.shape[0], lam.shape[0], dtype=lam.dtype, device=u.device)
+    out = []
+    for k in range(u.shape[1]):
+        x = lam * x + u[:, k].to(lam.dtype) @ B.T
+        out.append((x @ C.T).real)
+    return torch.stack(out, dim=1) if out else u.new_zeros(u.shape[0], 0, C.shape[0])

@@ -2,7 +2,7 @@
 
 Imported lazily by ``scan`` (numba is optional). A *lane* is ``wr`` channels of one group of one
 batch row; every lane runs the recurrence sequentially over time with its state h (N, wr) in a
-local array, and a call spreads lanes over ``torch.get_num_threads()`` threads with the GIL
+local array, and a call spreads lanes over ``ops.threads.scan_threads()`` threads with the GIL
 released through ``ssmcompile.ops._engine.parallel_for`` (threads take chunks of lanes in turn,
 which keeps a busy core from stalling the call: see there). The inner loops run over contiguous
 channels, so LLVM vectorises them with no reduction under strict IEEE semantics (fastmath off,
@@ -35,6 +35,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 from torch import Tensor
 
+from ..ops import _buffers
 from ..ops._engine import parallel_for
 from ._kernel import chunk_size
 
@@ -305,7 +306,7 @@ def numba_forward(u: Tensor, delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor) -
     """Same contract and shapes as ``_kernel.selective_forward`` (CPU tensors)."""
     At, wr, lanes = _prepare(u, A, Bm)
     un, dn, Bn, Cn = _arrays(u, delta, Bm, Cm)
-    y = np.empty_like(un)
+    y = _buffers.empty(un.shape, un.dtype)
     parallel_for(lambda i0, i1: forward_lanes(un, dn, At, Bn, Cn, wr, y, i0, i1), lanes,
                  un.size * Bn.shape[3])
     return torch.from_numpy(y)
@@ -320,7 +321,7 @@ def numba_backward(
     batch, L, D = un.shape
     nblk = lanes // (batch * Bn.shape[2])
     T = chunk_len(L, Bn.shape[3], At.shape[0], wr, un.itemsize)
-    gu, gdt = np.empty_like(un), np.empty_like(un)
+    gu, gdt = _buffers.empty(un.shape, un.dtype), _buffers.empty(un.shape, un.dtype)
     gA = np.empty((batch, At.shape[0], D), un.dtype)
     gB, gC = np.empty((nblk,) + Bn.shape, un.dtype), np.empty((nblk,) + Bn.shape, un.dtype)
 

@@ -187,9 +187,11 @@ def test_two_truncations_in_one_pipeline_compose_and_bounds_add():
 def test_verify_probe_limits_the_sequences_checked():
     model = small_model("lru")
     x = _x(batch=6)
-    _, full, _ = run_pipeline(model, x, "balanced-truncation{rank=4},verify")
-    _, part, _ = run_pipeline(model, x, "balanced-truncation{rank=4},verify{probe=2}")
-    _, first2, _ = run_pipeline(model, x[:2], "balanced-truncation{rank=4},verify")
+    # probe limits the model inputs: the default synthetic signal of LTI blocks uses none
+    _, full, _ = run_pipeline(model, x, "balanced-truncation{rank=4},verify{signal=model}")
+    _, part, _ = run_pipeline(model, x,
+                              "balanced-truncation{rank=4},verify{probe=2 signal=model}")
+    _, first2, _ = run_pipeline(model, x[:2], "balanced-truncation{rank=4},verify{signal=model}")
     for a, b, c in zip(full.blocks, part.blocks, first2.blocks, strict=True):
         assert b.measured_error == pytest.approx(c.measured_error, rel=1e-12)
         assert b.measured_error <= a.measured_error * (1 + 1e-12)  # a max over fewer sequences

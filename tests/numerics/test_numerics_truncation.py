@@ -187,3 +187,20 @@ def test_equal_singular_values_at_cut_never_return_unstable_silently():
         except UnstableSystemError:
             continue
         assert torch.linalg.eigvals(res.system.A).abs().max() < 1
+
+
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_precomputed_balancing_gives_the_same_truncation(diagonal):
+    """Reusing the analysis' balancing SVD is the same computation as doing it again."""
+    from ssmcompile.numerics import balancing_svd
+
+    A, B, C = (lru_system if diagonal else dense_system)(12, 2, 3, seed=3)
+    fresh = balanced_truncation(A, B, C, None, 5)
+    reused = balanced_truncation(A, B, C, None, 5, balancing=balancing_svd(A, B, C))
+    for a, b in ((fresh.system.A, reused.system.A), (fresh.system.B, reused.system.B),
+                 (fresh.system.C, reused.system.C), (fresh.hsv, reused.hsv),
+                 (fresh.bound, reused.bound)):
+        assert torch.equal(a, b)
+    # ...and it is the one used: the balancing of another system gives another result.
+    other = balanced_truncation(A, B, C, None, 5, balancing=balancing_svd(A, 2 * B, C))
+    assert not torch.allclose(other.bound, fresh.bound)
