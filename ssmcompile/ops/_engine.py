@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from . import _buffers
-from .threads import scan_threads
+from .threads import guard, scan_threads
 
 ENV = "SSMCOMPILE_SCAN_ENGINE"
 # Below this many numbers (batch·length·n; ·n again for dense) a call runs serially: waking a
@@ -104,10 +105,17 @@ def _helpers(workers: int) -> ThreadPoolExecutor:
 
 
 def parallel_for(fn, total: int, work: int) -> None:
-    """Run ``fn(t0, t1)`` over lanes 0..total-1 on up to ``scan_threads()`` threads."""
+    """Run ``fn(t0, t1)`` over lanes 0..total-1 on up to ``scan_threads()`` threads, or on one
+    where ``threads.guard`` measured that one is faster at this call site."""
     threads = min(scan_threads(), total)
     if threads < 2 or work < PARALLEL_MIN_WORK:
         fn(0, total)
+        return
+    key = getattr(fn, "__code__", fn)  # the call site: a lambda's code is the same every call
+    start = time.perf_counter()
+    if not guard.parallel(key):
+        fn(0, total)
+        guard.record(key, False, (time.perf_counter() - start) / work)
         return
     per_thread = min(MAX_CHUNKS_PER_THREAD, max(1, work // (threads * CHUNK_WORK)))
     chunks = min(total, threads * per_thread)
@@ -124,6 +132,7 @@ def parallel_for(fn, total: int, work: int) -> None:
     finally:
         for f in pending:
             f.result()
+    guard.record(key, True, (time.perf_counter() - start) / work)
 
 
 def _state_blocks(batch: int, n: int) -> int:

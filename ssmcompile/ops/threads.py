@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -71,3 +72,62 @@ def thread_policy(name: str = "scans", cores: int | None = None) -> Iterator[Non
     finally:
         torch.set_num_threads(before[0])
         set_scan_threads(before[1])
+
+
+@dataclass
+class _Site:
+    calls: int = 0
+    cost: list = field(default_factory=lambda: [0.0, 0.0])  # s/work: [serial, parallel]
+    samples: list = field(default_factory=lambda: [0, 0])
+    exploring: bool = False
+
+
+class ParallelGuard:
+    """Chooses, per call site, between one thread and several from measured times.
+
+    Why: dynamic chunks bound the damage of a helper thread that gets no core, but not to zero:
+    the last chunk a descheduled helper holds keeps the caller waiting for the rest of another
+    process's time slice, and two threads of a memory-bound kernel share one memory bus (measured:
+    2 scan threads ran a step 0.5-0.8x as fast as 1 on a 2-core machine whose other core ran a
+    multi-threaded test suite). So each call site (the code of the lane function) keeps an
+    exponential average of wall seconds per unit of work for each mode, tries each mode
+    ``WARMUP`` times, then runs the faster one, and the other every ``EXPLORE``-th call; an
+    exploring call's time replaces that mode's average (it is the only fresh figure), so a
+    change of load flips the choice within one exploration. Results never depend on the choice
+    (lanes are independent).
+    """
+
+    WARMUP = 2
+    EXPLORE = 16
+    ALPHA = 0.3
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # False: always parallel (tests of the parallel path)
+        self.sites: dict = {}
+
+    def parallel(self, key) -> bool:
+        """Whether the next call at ``key`` runs on several threads."""
+        if not self.enabled:
+            return True
+        site = self.sites.setdefault(key, _Site())
+        site.calls += 1
+        serial_n, parallel_n = site.samples
+        if min(site.samples) < self.WARMUP:
+            site.exploring = False
+            return parallel_n <= serial_n  # alternate, parallel first
+        site.exploring = site.calls % self.EXPLORE == 0
+        return (site.cost[1] <= site.cost[0]) != site.exploring
+
+    def record(self, key, parallel: bool, seconds_per_work: float) -> None:
+        """One call at ``key`` in the given mode took ``seconds_per_work``."""
+        site = self.sites.get(key)
+        if site is None:
+            return
+        m = int(parallel)
+        fresh = site.samples[m] == 0 or site.exploring
+        site.cost[m] = seconds_per_work if fresh else (
+            self.ALPHA * seconds_per_work + (1 - self.ALPHA) * site.cost[m])
+        site.samples[m] += 1
+
+
+guard = ParallelGuard()

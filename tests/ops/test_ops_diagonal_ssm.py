@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import ssmcompile.ops
 from ssmcompile.layers import LRU, S5
 from ssmcompile.ops import _engine, diagonal_ssm, diagonal_ssm_reference
+from ssmcompile.ops.threads import ParallelGuard
 
 # the package's ``diagonal_ssm`` attribute is the function; the module is in sys.modules
 ssm_module = sys.modules["ssmcompile.ops.diagonal_ssm"]
@@ -110,6 +111,7 @@ def test_result_does_not_depend_on_threads(monkeypatch):
         one = run()
         monkeypatch.setattr(_engine, "PARALLEL_MIN_WORK", 0)
         monkeypatch.setattr(_engine, "CHUNK_WORK", 1)
+        monkeypatch.setattr(_engine, "guard", ParallelGuard(enabled=False))
         torch.set_num_threads(2)
         two = run()
     finally:

@@ -19,6 +19,7 @@ from ssmcompile.ops import (
     diagonal_scan,
     diagonal_scan_reference,
 )
+from ssmcompile.ops.threads import ParallelGuard
 
 pytest.importorskip("numba")
 
@@ -43,6 +44,7 @@ def parallel(monkeypatch):
     """Every call goes through the thread pool with tiny chunks, on 2 threads."""
     monkeypatch.setattr(_engine, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(_engine, "CHUNK_WORK", 1)
+    monkeypatch.setattr(_engine, "guard", ParallelGuard(enabled=False))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
