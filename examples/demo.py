@@ -17,6 +17,7 @@ import tempfile
 
 from ssmcompile.train.config import TrainConfig, default_pipeline
 from ssmcompile.train.presets import get_preset
+from ssmcompile.train.records import EvalRecord, ReductionRecord, TrainRecord, of_kind
 from ssmcompile.train.result import TrainResult
 from ssmcompile.train.schedule import ReductionSchedule
 from ssmcompile.train.trainer import Trainer
@@ -28,7 +29,7 @@ def run(config: TrainConfig, out: str | None) -> TrainResult:
 
 
 def speed(result: TrainResult, after: int = 0) -> float:
-    rates = [r["steps_per_s"] for r in result.metrics if r["kind"] == "train" and r["step"] > after]
+    rates = [r.steps_per_s for r in of_kind(result.metrics, TrainRecord) if r.step > after]
     return statistics.median(rates) if rates else float("nan")
 
 
@@ -52,13 +53,14 @@ def main() -> None:
     result = run(config, args.out)
 
     print("reduction events")
-    for r in (r for r in result.metrics if r["kind"] == "reduction"):
-        for name, block in r["blocks"].items():
-            print(f"  step {r['step']:5d}  {name}  n {block['n']:3d} → {block['r']:3d}   "
-                  f"bound 2·Σtail = {block['bound']:.3g}   ({r['seconds']:.2f} s)")
+    for r in of_kind(result.metrics, ReductionRecord):
+        for name, block in r.blocks.items():
+            bound = "measured" if block.bound is None else f"2·Σtail = {block.bound:.3g}"
+            print(f"  step {r.step:5d}  {name}  n {block.n:3d} → {block.r:3d}   "
+                  f"bound {bound}   ({r.seconds:.2f} s)")
     print("\nvalidation accuracy (evaluated before that step's event)")
-    for r in (r for r in result.metrics if r["kind"] == "eval"):
-        print(f"  step {r['step']:5d}  state dims {r['dims']}  accuracy {100 * r['val_acc']:.1f} %")
+    for r in of_kind(result.metrics, EvalRecord):
+        print(f"  step {r.step:5d}  state dims {r.dims}  accuracy {100 * r.val_acc:.1f} %")
     print("\nsummary")
     print(result.summary())
 

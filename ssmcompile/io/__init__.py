@@ -1,7 +1,14 @@
 """Safe checkpoint IO: safetensors only (no pickle), allow-listed builders, atomic writes."""
 
 from .atomic import write_bytes_atomic
-from .builders import ModelBuilder, get_builder, register_builder, registered_builders, replay
+from .builders import (
+    USER_MODEL,
+    ModelBuilder,
+    get_builder,
+    register_builder,
+    registered_builders,
+    replay,
+)
 from .checkpoint import (
     load_checkpoint,
     model_tensors,
@@ -10,6 +17,7 @@ from .checkpoint import (
     unwrap_module,
 )
 from .meta import FORMAT_VERSION, CheckpointMeta, ReductionEvent
+from .model_replay import module_builder, replay_onto
 from .tensorfile import load_tensors, save_tensors_atomic
 
 __all__ = [
@@ -21,6 +29,9 @@ __all__ = [
     "get_builder",
     "registered_builders",
     "replay",
+    "replay_onto",
+    "module_builder",
+    "USER_MODEL",
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_meta",

@@ -1,7 +1,11 @@
 """The allow-list of model builders a checkpoint may name, and history replay.
 
 A checkpoint stores a builder *name*; loading looks it up here and never imports anything the
-file names. ``"ssm-model"`` (``SSMModel`` from a ``ModelSpec`` dict) is pre-registered.
+file names. ``"ssm-model"`` (``SSMModel`` from a ``ModelSpec`` dict) is pre-registered, and so is
+``"user-model"``: a model ssmcompile cannot build (the user's own class), whose spec is only
+``{"blocks": {block name: state dim}}`` and which loads with ``load_checkpoint(path,
+model=...)``. ``io.model_replay.module_builder`` turns a factory of your own architecture into
+a builder you can register under a name of yours.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ def _identity(spec: Spec) -> Spec:
 class ModelBuilder:
     """How to turn a JSON-able spec into a module and resize one of its SSM blocks.
 
-    - ``build(spec) -> nn.Module``: a freshly initialised model (weights are loaded after).
+    - ``build(spec) -> nn.Module``: a freshly initialised model (weights are loaded after);
+      None when only the caller can build it (``load_checkpoint(path, model=...)``).
     - ``resize(spec, block, r) -> spec``: the spec with block ``block`` holding ``r`` states.
     - ``state_dims(spec) -> {block name: n}``: each SSM block's state dimension.
     - ``canonical(spec) -> spec``: validated spec with defaults filled in, so two specs
@@ -39,7 +44,7 @@ class ModelBuilder:
     Each may raise any SSMCompileError (or ValueError/TypeError/KeyError) for a bad spec.
     """
 
-    build: Callable[[Spec], nn.Module]
+    build: Callable[[Spec], nn.Module] | None
     resize: Callable[[Spec, str, int], Spec]
     state_dims: Callable[[Spec], dict[str, int]]
     canonical: Callable[[Spec], Spec] = _identity
@@ -147,3 +152,35 @@ def per_block_builder(parse: Callable[[Spec], Any], build: Callable[[Any], nn.Mo
 
 SSM_MODEL_BUILDER = per_block_builder(ModelSpec.from_dict, build_model, "blocks.{}.ssm")
 register_builder("ssm-model", SSM_MODEL_BUILDER)
+
+
+# ---- builders whose spec is only the state dimension of each named block ---------------------
+
+USER_MODEL = "user-model"
+
+
+def spec_blocks(spec: Spec) -> dict[str, int]:
+    """``spec["blocks"]`` checked: block name → state dimension (ints >= 1)."""
+    blocks = spec.get("blocks") if isinstance(spec, dict) else None
+    if not isinstance(blocks, dict) or set(spec) != {"blocks"} or not all(
+        isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        for k, v in blocks.items()
+    ):
+        raise CheckpointError("a block-dims spec must be {'blocks': {name: state dim >= 1}}")
+    return dict(blocks)
+
+
+def _resize_blocks(spec: Spec, block: str, r: int) -> Spec:
+    dims = spec_blocks(spec)
+    if block not in dims:
+        raise CheckpointError(f"no block {block!r} (blocks: {', '.join(dims)})")
+    return {"blocks": {**dims, block: r}}
+
+
+def block_dims_spec(build: Callable[[Spec], nn.Module] | None) -> ModelBuilder:
+    """A builder over ``{"blocks": {name: n}}`` specs that builds with ``build`` (or cannot)."""
+    return ModelBuilder(build=build, resize=_resize_blocks, state_dims=spec_blocks,
+                        canonical=lambda spec: {"blocks": spec_blocks(spec)})
+
+
+register_builder(USER_MODEL, block_dims_spec(None))

@@ -3,6 +3,9 @@
 Loading never trusts the file: the builder is looked up by name, the architecture is rebuilt
 from ``initial_spec`` by replaying the reduction history and must equal ``spec``, the weights
 must match it key for key and shape for shape, be finite, and every SSM layer must be stable.
+With ``model=`` (an instance or a factory of the user's own architecture) the history is
+replayed onto a fresh copy of it through the blocks' adapters instead of a builder
+(``io.model_replay``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..errors import CheckpointError, SSMCompileError
 from ..numerics.stability import check_stable
 from .builders import call_builder, get_builder, replay
 from .meta import FORMAT_VERSION, CheckpointMeta, ReductionEvent, decode_meta, encode_meta
+from .model_replay import ModelSource, block_dims, replay_onto
 from .tensorfile import load_tensors, one_line, read_metadata, save_tensors_atomic
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP / DataParallel
@@ -96,6 +100,13 @@ def check_weights(tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> No
             raise CheckpointError(f"tensor {key!r} contains NaN or Inf")
 
 
+def _check_dims(model: nn.Module, dims: dict[str, int]) -> None:
+    have = block_dims(model, list(dims))
+    for name, n in dims.items():
+        if have[name] != n:
+            raise CheckpointError(f"block {name!r} has n={have[name]}, the spec says n={n}")
+
+
 def check_model_stable(model: nn.Module) -> None:
     """Every layer with a registered adapter has all poles strictly inside the unit circle."""
     for name, module in model.named_modules():
@@ -110,10 +121,20 @@ def check_model_stable(model: nn.Module) -> None:
             raise CheckpointError(one_line(err)) from None
 
 
-def _build(meta: CheckpointMeta) -> nn.Module:
+def _build(meta: CheckpointMeta, source: ModelSource | None = None) -> nn.Module:
+    builder = get_builder(meta.builder)
     # the fresh init is overwritten; fork_rng keeps loading from shifting the caller's RNG
     with torch.random.fork_rng(devices=[]):
-        model = call_builder("cannot build model", get_builder(meta.builder).build, meta.spec)
+        if source is not None:
+            initial = call_builder("invalid initial_spec", builder.state_dims, meta.initial_spec)
+            model = replay_onto(source, initial, meta.history)
+            _check_dims(model, call_builder("invalid spec", builder.state_dims, meta.spec))
+        elif builder.build is None:
+            raise CheckpointError(f"this checkpoint holds a user model (builder "
+                                  f"{meta.builder!r}): load it with load_checkpoint(path, "
+                                  "model=YourModel(...))")
+        else:
+            model = call_builder("cannot build model", builder.build, meta.spec)
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"builder {meta.builder!r} did not return an nn.Module")
     return model
@@ -150,7 +171,11 @@ def save_checkpoint(
     ))
     raw = unwrap_module(model)
     tensors = model_tensors(raw)
-    check_weights(tensors, _build(meta).state_dict())
+    builder = get_builder(meta.builder)
+    if builder.build is None:  # nothing to rebuild from: the live blocks must match the spec
+        _check_dims(raw, call_builder("invalid spec", builder.state_dims, meta.spec))
+    else:
+        check_weights(tensors, _build(meta).state_dict())
     check_model_stable(raw)
     return save_tensors_atomic(path, tensors, encode_meta(meta))
 
@@ -175,19 +200,46 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
         raise _in_file(path, err) from None
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointMeta]:
+def load_checkpoint(path: str | os.PathLike[str], *, model: ModelSource | None = None
+                    ) -> tuple[nn.Module, CheckpointMeta]:
     """``(model, meta)``: the rebuilt architecture with the file's weights, in eval mode.
 
-    Tensors keep the file's dtypes. Raises CheckpointError (message prefixed with the path)
-    for any file, metadata, architecture, weight or stability problem.
+    ``model``: your architecture at its initial size, as an instance (deep-copied, never
+    changed) or a zero-argument factory; the checkpoint's reduction history is replayed onto it
+    through the blocks' adapters, then the weights load strictly. Without it the file's
+    allow-listed builder rebuilds the model. Tensors keep the file's dtypes. Raises
+    CheckpointError (message prefixed with the path) for any file, metadata, architecture
+    (a history that does not fit ``model`` names the block), weight or stability problem.
     """
     tensors, metadata = load_tensors(path)
     try:
         meta = validate_meta(decode_meta(metadata))
-        model = _build(meta)
+        model = _build(meta, model)
         check_weights(tensors, model.state_dict())
+        tied = _tied_parameters(model)
         model.load_state_dict(tensors, strict=True, assign=True)
+        _retie(model, tied)
         check_model_stable(model)
     except CheckpointError as err:
         raise _in_file(path, err) from None
     return model.eval(), meta
+
+
+def _tied_parameters(model: nn.Module) -> list[list[str]]:
+    """Names that share one Parameter (tied embeddings): ``assign=True`` loading gives each
+    name its own tensor, which would silently untie them."""
+    by_id: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def _retie(model: nn.Module, tied: list[list[str]]) -> None:
+    for first, *others in tied:
+        shared = model.get_parameter(first)
+        for name in others:
+            if not torch.equal(model.get_parameter(name), shared):
+                raise CheckpointError(f"{name} is tied to {first} in the model, but the file "
+                                      "holds different values for them")
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, shared)

@@ -37,12 +37,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def set_scan_threads(n: int | None) -> None:
-    """Fix the scan kernels' thread count (``None``: follow ``torch.get_num_threads()``)."""
+def set_scan_threads(n: int | None) -> int | None:
+    """Fix the scan kernels' thread count (``None``: follow ``torch.get_num_threads()``);
+    returns the previous setting, to restore."""
     global _override
     if n is not None and n < 1:
         raise ValueError(f"scan threads must be ≥ 1, got {n}")
-    _override = n
+    before, _override = _override, n
+    return before
 
 
 def scan_threads() -> int:

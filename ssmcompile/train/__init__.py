@@ -19,6 +19,7 @@ _EXPORTS = {
     "ReductionScheduler": "reducer", "AppliedReduction": "reducer", "reduce_model": "reducer",
     "swap_parameters": "optim_surgery", "SwapSummary": "optim_surgery",
     "Trainer": "trainer", "TrainResult": "trainer", "train": "trainer",
+    "Task": "task", "user_task_data": "user_data",
     "load_task": "data", "TaskData": "data", "read_idx": "data", "DataError": "data",
 }
 

@@ -30,7 +30,8 @@ def initial_model(cfg: TrainConfig, data: TaskData) -> nn.Module:
     if data.task != "lm" or data.vocab_size is None:
         raise SSMCompileError(f"model.layer={cfg.model.layer!r} needs a text (lm) dataset")
     m = cfg.model
-    return SelectiveLM(LMConfig(data.vocab_size, m.d_model, m.n_blocks, m.layer, m.state_dim))
+    return SelectiveLM(LMConfig(data.vocab_size, m.d_model, m.n_blocks, m.layer, m.state_dim,
+                                layer_d_states=m.state_dims))
 
 
 def config_json(cfg: TrainConfig) -> str:

@@ -4,6 +4,7 @@ Layout of ``DIR``::
 
     last.safetensors, last.state.safetensors        newest checkpoint (weights, trainer state)
     step-00000120.safetensors, ….state.safetensors   the last ``keep_last`` periodic ones
+    step-00000120.rank1.rng.safetensors, …          DDP: each rank > 0's RNG state, same id
     best.safetensors                                 best validation accuracy so far (weights)
     pragmatic.safetensors, ….state.safetensors       pragmatic mode: the model before an event
     metrics.jsonl, hsv_spectra.png, training.png
@@ -26,9 +27,16 @@ from torch import nn
 from ..errors import CheckpointError
 from ..io import ReductionEvent, read_checkpoint_meta, save_checkpoint, save_tensors_atomic
 from ..io.tensorfile import load_tensors
-from .state_io import OptimState, TrainerState, read_state_id, save_trainer_state
+from .state_io import (
+    OptimState,
+    TrainerState,
+    read_rank_rng_id,
+    read_state_id,
+    save_rank_rng,
+    save_trainer_state,
+)
 
-WEIGHTS, STATE = ".safetensors", ".state.safetensors"
+WEIGHTS, STATE, RNG = ".safetensors", ".state.safetensors", ".rng.safetensors"
 
 
 class RunDirectory:
@@ -50,6 +58,14 @@ class RunDirectory:
     def state(self, stem: str) -> Path:
         return self.root / (stem + STATE)
 
+    def rank_rng(self, stem: str, rank: int) -> Path:
+        return self.root / f"{stem}.rank{rank}{RNG}"
+
+    def save_rank_step(self, step: int, rank: int, checkpoint_id: str) -> None:
+        """A rank > 0's RNG files for ``step-NNNNNNNN`` and ``last`` (written by that rank)."""
+        for stem in (f"step-{step:08d}", "last"):
+            save_rank_rng(self.rank_rng(stem, rank), checkpoint_id)
+
     def save(self, stem: str, model: nn.Module, *, spec: dict, initial_spec: dict,
              history: Sequence[ReductionEvent], extra: dict[str, str],
              state: TrainerState | None = None) -> None:
@@ -67,12 +83,13 @@ class RunDirectory:
         steps = sorted(self.root.glob("step-*" + STATE))
         for old in steps[: max(0, len(steps) - self.keep_last)]:
             stem = old.name[: -len(STATE)]
-            for path in (self.weights(stem), old):
+            for path in (self.weights(stem), old, *self.root.glob(f"{stem}.rank*{RNG}")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def consistent(self, stem: str) -> int | None:
-        """The step of checkpoint ``stem`` if its two files exist and agree, else None."""
+    def consistent(self, stem: str, world_size: int = 1) -> int | None:
+        """The step of checkpoint ``stem`` if its files (weights, state, and the RNG file of each
+        rank 1..world_size-1) exist and agree, else None."""
         if not (self.weights(stem).exists() and self.state(stem).exists()):
             return None
         try:
@@ -80,14 +97,16 @@ class RunDirectory:
             step, ident = read_state_id(self.state(stem))
         except CheckpointError:
             return None
-        return step if meta.extra.get("checkpoint_id") == ident else None
+        ranks_agree = all(read_rank_rng_id(self.rank_rng(stem, k)) == ident
+                          for k in range(1, world_size))
+        return step if meta.extra.get("checkpoint_id") == ident and ranks_agree else None
 
-    def resume_stem(self) -> str:
+    def resume_stem(self, world_size: int = 1) -> str:
         """The newest consistent checkpoint (``last`` or a step file); CheckpointError if none."""
         candidates = ["last"] + [p.name[: -len(STATE)]
                                  for p in sorted(self.root.glob("step-*" + STATE), reverse=True)]
         found = [(step, stem) for stem in candidates
-                 if (step := self.consistent(stem)) is not None]
+                 if (step := self.consistent(stem, world_size)) is not None]
         if not found:
             raise CheckpointError(f"nothing to resume in {self.root} (no complete checkpoint)")
         return max(found, key=lambda t: t[0])[1]

@@ -19,15 +19,11 @@ Unknown keys and wrongly typed values are ``ConfigError`` with the offending key
 from __future__ import annotations
 
 import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import SSMCompileError
-from .schedule import ReductionSchedule, ScheduleError
+from .schedule import ReductionSchedule
 
 DEFAULT_TAU = 0.05
 
@@ -53,7 +49,8 @@ class ConfigError(SSMCompileError, ValueError):
 class ModelConfig:
     """The deep SSM (see ``ssmcompile.layers.ModelSpec``); input/output sizes come from data.
 
-    ``state_dim`` is every block's initial n; ``norm`` ``"auto"`` means BatchNorm for
+    ``state_dim`` is every block's initial n, unless ``state_dims`` gives one n per block (then
+    its length must be ``n_blocks``); ``norm`` ``"auto"`` means BatchNorm for
     classification and LayerNorm for language modelling (BatchNorm leaks future tokens).
     ``layer`` ``"mamba1"`` / ``"mamba2"`` (``SELECTIVE_LAYERS``, text data only) trains a
     ``ssmcompile.selective.SelectiveLM`` instead: ``n_blocks`` layers of width ``d_model`` with
@@ -64,10 +61,16 @@ class ModelConfig:
     d_model: int = 48
     state_dim: int = 96
     n_blocks: int = 1
+    state_dims: tuple[int, ...] = ()
     dropout: float = 0.1
     norm: str = "auto"
     r_min: float = 0.9
     r_max: float = 0.999
+
+    @property
+    def block_state_dims(self) -> tuple[int, ...]:
+        """Each block's initial state dimension."""
+        return self.state_dims or (self.state_dim,) * self.n_blocks
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,10 @@ class TrainConfig:
     """Everything a training run needs. ``pipeline`` runs at each scheduled event (see
     ``ssmcompile.run_pipeline``); ``compile``: ``"auto"`` | ``"on"`` | ``"off"`` (auto compiles
     on CUDA only: on this project's 2-core CPUs inductor did not pay for its compile time, see
-    ``ssmcompile.train.compile``); ``threads``: torch intra-op threads (recorded with results).
+    ``ssmcompile.train.compile``); ``threads``: torch intra-op threads (recorded with results);
+    ``scan_threads``: the scan kernels' threads, 0 = every core this process may use (their
+    results do not depend on it, so resume stays bit-exact; see ``ssmcompile.ops.threads`` for
+    why torch stays at 1 thread and the scans do not).
     ``checkpoint_every`` / ``keep_last``: periodic checkpoints kept; the best by validation
     accuracy is kept too. ``probe_size``: training examples the pipeline analyses/verifies on.
     ``strict_reduction``: raise when the pipeline fails instead of skipping that event."""
@@ -131,6 +137,7 @@ class TrainConfig:
     pipeline: str = field(default_factory=default_pipeline)
     seed: int = 0
     threads: int = 1
+    scan_threads: int = 0
     device: str = "cpu"
     compile: str = "auto"
     compile_backend: str = "inductor"
@@ -169,7 +176,9 @@ class TrainConfig:
             from .presets import get_preset  # the presets are built from this module
 
             base = get_preset(preset)
-        return _overlay(cls, base or cls(), data, "")
+        from .config_toml import overlay
+
+        return overlay(cls, base or cls(), data, "")
 
 
 def _jsonable(value: Any) -> Any:
@@ -178,58 +187,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """``value`` converted to ``annotation`` (int → float, list → tuple), else ConfigError."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check_type(v, args[0], where) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_check_type(v, a, where) for v, a in zip(value, args, strict=True))
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool) and (
-        type(value) is annotation or (annotation is float and type(value) is float)
-    ):
-        return value
-    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, "
-                      f"got {value!r}")
-
-
-def _overlay(cls: type, base: Any, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]} "
-                          f"(known: {', '.join(sorted(names))})")
-    changes = {}
-    for key, value in data.items():
-        annotation, where = hints[key], prefix + key
-        if dataclasses.is_dataclass(annotation):
-            changes[key] = _overlay(annotation, getattr(base, key), value, where + ".")
-        else:
-            changes[key] = _check_type(value, annotation, where)
-    try:
-        return dataclasses.replace(base, **changes)
-    except ScheduleError as err:
-        raise ConfigError(f"{prefix.rstrip('.')}: {err}") from None
 
 
 def _validate(c: TrainConfig) -> None:
@@ -241,6 +198,7 @@ def _validate(c: TrainConfig) -> None:
                  "probe_size"):
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
     need(c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}")
+    need(c.scan_threads >= 0, f"scan_threads must be >= 0, got {c.scan_threads}")
     need(c.compile in ("auto", "on", "off"), f"compile must be auto|on|off, got {c.compile!r}")
     need(c.device == "cpu" or c.device.startswith("cuda"),
          f"device must be cpu or cuda[:N], got {c.device!r}")
@@ -255,6 +213,10 @@ def _validate(c: TrainConfig) -> None:
          f"model.layer={c.model.layer!r} is a language model: it needs data.dataset='text'")
     need(c.model.state_dim >= 1 and c.model.n_blocks >= 1 and c.model.d_model >= 1,
          "model.state_dim, model.n_blocks and model.d_model must be >= 1")
+    need(not c.model.state_dims or (len(c.model.state_dims) == c.model.n_blocks
+                                   and min(c.model.state_dims) >= 1),
+         f"model.state_dims needs one n >= 1 per block ({c.model.n_blocks}), "
+         f"got {list(c.model.state_dims)}")
     o = c.optim
     need(o.lr > 0 and o.ssm_lr_factor > 0, "optim.lr and optim.ssm_lr_factor must be > 0")
     need(0 <= o.warmup_fraction < 1, f"optim.warmup_fraction must be in [0, 1), got "
@@ -264,25 +226,9 @@ def _validate(c: TrainConfig) -> None:
     need(c.pragmatic.tolerance >= 0, "pragmatic.tolerance must be >= 0")
 
 
-def load_config(path: str | os.PathLike[str]) -> TrainConfig:
-    """A TrainConfig from a TOML file (see the module docstring)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise ConfigError("TOML config files need Python >= 3.11 (tomllib)") from None
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"no such config file: {p}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path is a directory: {p}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{p}: invalid TOML: {err}") from None
-    return TrainConfig.from_dict(data)
-
-
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "PragmaticConfig",
            "TrainConfig", "load_config", "default_pipeline",
            "DEFAULT_TAU", "SELECTIVE_LAYERS"]
+
+
+from .config_toml import load_config  # noqa: E402 - parses into the classes above

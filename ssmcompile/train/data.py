@@ -45,13 +45,14 @@ class Split:
 
 @dataclass(frozen=True)
 class TaskData:
-    """Train/val/test splits and what the model needs to know about them."""
+    """Train/val/test splits and what the model needs to know about them (``test`` may be None
+    for user data, see ``user_data``)."""
 
     name: str
-    task: str  # "classify" | "lm"
+    task: str  # "classify" | "lm" | "custom"
     train: Split
     val: Split
-    test: Split
+    test: Split | None
     n_classes: int
     d_input: int | None = None
     vocab_size: int | None = None

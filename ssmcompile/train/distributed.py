@@ -31,12 +31,14 @@ class DistributedError(SSMCompileError, RuntimeError):
 
 @dataclass(frozen=True)
 class DistContext:
-    """This process's place in the job; ``world_size == 1`` means no process group."""
+    """This process's place in the job; ``world_size == 1`` means no process group.
+    ``owns_group``: ``init_distributed`` created the group (a caller's own is left to it)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -70,6 +72,14 @@ class DistContext:
             seen = [g.tolist() for g in gathered]
             raise DistributedError(f"ranks disagree on {what}: {seen}")
 
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (e.g. a run id drawn on rank 0)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.broadcast(t, src=0)
+        return int(t)
+
     def all_mean(self, value: float) -> float:
         if not self.enabled:
             return value
@@ -81,7 +91,8 @@ class DistContext:
 def init_distributed(device: str = "cpu") -> DistContext:
     """Join the job described by the torchrun environment, or a 1-process context without it.
 
-    gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``).
+    gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``). A process group the caller
+    already initialised is used as it is, and ``shutdown`` leaves it to the caller.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cuda = device.startswith("cuda")
@@ -93,9 +104,11 @@ def init_distributed(device: str = "cpu") -> DistContext:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if want_cuda else "gloo")
-    return DistContext(rank=rank, world_size=dist.get_world_size(), local_rank=local, device=dev)
+    return DistContext(rank=rank, world_size=dist.get_world_size(), local_rank=local, device=dev,
+                       owns_group=owns)
 
 
 def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
@@ -107,7 +120,8 @@ def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+    """Destroy the process group if ``init_distributed`` created it."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

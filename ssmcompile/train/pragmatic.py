@@ -11,15 +11,17 @@ can still roll back. At the next evaluation ``judge`` says whether accuracy fell
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..io import ReductionEvent, load_checkpoint
+from ..io import CheckpointMeta, ReductionEvent, load_checkpoint
 from .checkpoints import RunDirectory
 from .config import PragmaticConfig
+from .run_state import PendingEvent
 from .state_io import OptimState
 
 
@@ -33,35 +35,36 @@ class Snapshot:
 
 
 class PragmaticGuard:
-    """Holds at most one pending event. ``pending`` (``{"step", "baseline"}`` or None) is
-    JSON-able: the trainer stores it in its state file and hands it back to ``restore``."""
+    """Holds at most one pending event (``pending``), which the trainer stores in its state
+    file and hands back to ``restore``; ``load`` rebuilds a checkpoint of the run's model."""
 
-    def __init__(self, config: PragmaticConfig, run_dir: RunDirectory | None, writes: bool):
-        self.config, self.run_dir, self.writes = config, run_dir, writes
-        self.pending: dict[str, Any] | None = None
+    def __init__(self, config: PragmaticConfig, run_dir: RunDirectory | None, writes: bool,
+                 load: Callable[[Path], tuple[nn.Module, CheckpointMeta]] = load_checkpoint):
+        self.config, self.run_dir, self.writes, self.load = config, run_dir, writes, load
+        self.pending: PendingEvent | None = None
         self.snapshot: Snapshot | None = None
 
-    def restore(self, pending: dict[str, Any] | None, device: torch.device) -> None:
+    def restore(self, pending: PendingEvent | None, device: torch.device) -> None:
         """After a resume: reload the snapshot a pending event left on disk."""
         self.pending = pending
         if pending is not None and self.run_dir is not None:
-            model, meta = load_checkpoint(self.run_dir.weights("pragmatic"))
+            model, meta = self.load(self.run_dir.weights("pragmatic"))
             self.snapshot = Snapshot(model.to(device).train(), list(meta.history),
-                                     self.run_dir.snapshot_optimizer(pending["step"]))
+                                     self.run_dir.snapshot_optimizer(pending.step))
 
     def keep(self, step: int, baseline: float, model: nn.Module, history: list[ReductionEvent],
-             optim: OptimState, initial_spec: dict) -> None:
+             optim: OptimState, spec: dict, initial_spec: dict) -> None:
         self.snapshot = Snapshot(copy.deepcopy(model), list(history), optim)
-        self.pending = {"step": step, "baseline": baseline}
+        self.pending = PendingEvent(step, baseline)
         if self.run_dir is not None and self.writes:
-            self.run_dir.save_snapshot(model, optim, spec=model.spec.to_dict(),
+            self.run_dir.save_snapshot(model, optim, spec=spec,
                                        initial_spec=initial_spec, history=history, step=step)
 
     def judge(self, val_acc: float) -> bool | None:
         """None: nothing pending; True: roll back; False: the event is accepted."""
         if self.pending is None:
             return None
-        return val_acc < self.pending["baseline"] - self.config.tolerance
+        return val_acc < self.pending.baseline - self.config.tolerance
 
     def settle(self) -> None:
         """Forget the pending event and its snapshot (accepted, rolled back or a no-op)."""

@@ -8,11 +8,14 @@ from pathlib import Path
 from torch import nn
 
 from ..io import ReductionEvent
+from .records import MetricRecord
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The outcome of ``Trainer.fit``: the final raw model and what happened to it."""
+    """The outcome of ``Trainer.fit``: the final raw model and what happened to it
+    (``metrics``: the typed records of ``train.records``, e.g.
+    ``records.of_kind(result.metrics, EvalRecord)``)."""
 
     model: nn.Module
     history: tuple[ReductionEvent, ...]
@@ -20,13 +23,13 @@ class TrainResult:
     dims_final: tuple[int, ...]
     val_acc: float | None
     best_val_acc: float | None
-    test_acc: float
+    test_acc: float | None
     steps: int
     seconds: float
     threads: int
     rolled_back_at: int | None
     out_dir: Path | None
-    metrics: list[dict]
+    metrics: list[MetricRecord]
 
     def summary(self) -> str:
         """A small table: state dims before/after, accuracy, time, threads."""

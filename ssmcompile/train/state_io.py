@@ -4,9 +4,12 @@ One safetensors file (no pickle): tensors for the optimizer state (keyed by *par
 ``optim/<param>/<key>``), the torch CPU (and CUDA) generator state as uint8, numpy's Mersenne
 state and the data permutation; JSON metadata for the rest — global step, LR-scheduler state,
 optimizer group hyper-parameters and membership (by name), Python ``random`` state, data
-position, metrics so far, pragmatic-mode flags, thread count, and the checkpoint id that pairs
-this file with its weights file. Loading checks names and shapes against the live model before
-touching the optimizer (``Optimizer.load_state_dict`` does not, and fails only at ``step()``).
+position, metrics so far, the run flags and pending pragmatic event (``run_state``), thread
+count, and the checkpoint id that pairs this file with its weights file. Under DDP each rank
+> 0 writes its own RNG file (``save_rank_rng``), paired by the same id: ranks draw their own
+dropout streams, so rank 0's RNG state alone cannot resume them. Loading checks names and
+shapes against the live model before touching the optimizer (``Optimizer.load_state_dict``
+does not, and fails only at ``step()``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from torch.optim import Optimizer
 from ..errors import CheckpointError
 from ..io import load_tensors, save_tensors_atomic
 from ..io.tensorfile import read_metadata
+from .records import MetricRecord, records_from_json, records_to_json
+from .run_state import PendingEvent, RunFlags
 
 STATE_FORMAT = "ssmcompile-trainer-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: typed flags, pending event apart, per-rank RNG files
+RANK_RNG_FORMAT = "ssmcompile-rank-rng"
 OptimState = dict[str, dict[str, Any]]  # parameter name → AdamW state entries
 
 
@@ -64,32 +70,44 @@ def restore_optimizer_state(optimizer: Optimizer, model: nn.Module, state: Optim
                               for k, v in entry.items()}
 
 
-def group_layout(optimizer: Optimizer, model: nn.Module) -> list[dict[str, Any]]:
-    """Each group's hyper-parameters (JSON-able) and its parameters by name."""
+@dataclass(frozen=True)
+class GroupLayout:
+    """One optimizer param group: its parameters by name and its hyper-parameters (the
+    optimizer's own keys: lr, initial_lr, betas, weight_decay, …; JSON-able)."""
+
+    params: tuple[str, ...]
+    options: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.options, "params": list(self.params)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroupLayout:
+        return cls(tuple(data["params"]), {k: v for k, v in data.items() if k != "params"})
+
+
+def group_layout(optimizer: Optimizer, model: nn.Module) -> list[GroupLayout]:
+    """Each group's parameters by name and hyper-parameters."""
     names = {id(p): n for n, p in model.named_parameters()}
-    layout = []
-    for group in optimizer.param_groups:
-        entry = {k: (list(v) if isinstance(v, tuple) else v)
-                 for k, v in group.items() if k != "params"}
-        entry["params"] = [names.get(id(p), "?") for p in group["params"]]
-        layout.append(entry)
-    return layout
+    return [GroupLayout(tuple(names.get(id(p), "?") for p in group["params"]),
+                        {k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in group.items() if k != "params"})
+            for group in optimizer.param_groups]
 
 
 def restore_group_layout(optimizer: Optimizer, model: nn.Module,
-                         layout: list[dict[str, Any]]) -> None:
+                         layout: list[GroupLayout]) -> None:
     """Check group membership by name and restore hyper-parameters (lr, initial_lr, …)."""
     current = group_layout(optimizer, model)
     if len(layout) != len(current):
         raise CheckpointError(f"saved optimizer has {len(layout)} param groups, "
                               f"this one {len(current)}")
     for g, (saved, now) in enumerate(zip(layout, current, strict=True)):
-        if saved["params"] != now["params"]:
+        if saved.params != now.params:
             raise CheckpointError(f"optimizer group {g} holds different parameters than saved")
     for group, saved in zip(optimizer.param_groups, layout, strict=True):
-        for key, value in saved.items():
-            if key != "params":
-                group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
+        for key, value in saved.options.items():
+            group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
 
 
 def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -103,6 +121,13 @@ def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
     meta = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
             "python": [version, list(internal), gauss_next]}
     return tensors, meta
+
+
+def seed_run(seed: int) -> None:
+    """Seed torch, numpy and Python ``random`` for a fresh run."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def restore_rng(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -123,19 +148,21 @@ class TrainerState:
     ``optimizer``: per-parameter state by name; ``groups``: ``group_layout``; ``scheduler``:
     the LR scheduler's ``state_dict`` (JSON-able); ``data``: ``{"epoch", "position"}`` with
     ``perm`` the epoch's permutation; ``rng``: (tensors, meta) from ``capture_rng``;
-    ``flags``: pragmatic-mode and other loop flags; ``checkpoint_id`` pairs it with weights.
+    ``flags``: the loop's flags; ``pending``: an event pragmatic mode has not judged yet;
+    ``checkpoint_id`` pairs it with weights.
     """
 
     step: int
     checkpoint_id: str
     optimizer: OptimState
-    groups: list[dict[str, Any]]
+    groups: list[GroupLayout]
     scheduler: dict[str, Any]
     data: dict[str, int]
     perm: Tensor
     rng: tuple[dict[str, Tensor], dict[str, Any]]
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    flags: dict[str, Any] = field(default_factory=dict)
+    metrics: list[MetricRecord] = field(default_factory=list)
+    flags: RunFlags = field(default_factory=lambda: RunFlags(run_id=""))
+    pending: PendingEvent | None = None
     threads: int = 1
 
 
@@ -152,9 +179,12 @@ def save_trainer_state(path: str | os.PathLike[str], state: TrainerState):
     rng_tensors, rng_meta = state.rng
     tensors.update(rng_tensors)
     body = {
-        "step": state.step, "checkpoint_id": state.checkpoint_id, "groups": state.groups,
+        "step": state.step, "checkpoint_id": state.checkpoint_id,
+        "groups": [g.to_json() for g in state.groups],
         "optimizer_scalars": scalars, "scheduler": state.scheduler, "data": state.data,
-        "rng": rng_meta, "metrics": state.metrics, "flags": state.flags,
+        "rng": rng_meta, "metrics": records_to_json(state.metrics),
+        "flags": state.flags.to_dict(),
+        "pending": None if state.pending is None else state.pending.to_dict(),
         "threads": state.threads,
     }
     meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION),
@@ -178,11 +208,13 @@ def load_trainer_state(path: str | os.PathLike[str]) -> TrainerState:
         rng_tensors = {k: t for k, t in tensors.items() if k.startswith("rng/")}
         return TrainerState(
             step=int(body["step"]), checkpoint_id=str(body["checkpoint_id"]),
-            optimizer=optimizer, groups=body["groups"], scheduler=body["scheduler"],
-            data=body["data"], perm=tensors["data/perm"], rng=(rng_tensors, body["rng"]),
-            metrics=body["metrics"], flags=body["flags"], threads=int(body["threads"]),
+            optimizer=optimizer, groups=[GroupLayout.from_json(g) for g in body["groups"]],
+            scheduler=body["scheduler"], data=body["data"], perm=tensors["data/perm"],
+            rng=(rng_tensors, body["rng"]), metrics=records_from_json(body["metrics"]),
+            flags=RunFlags.from_dict(body["flags"]),
+            pending=PendingEvent.from_dict(body["pending"]), threads=int(body["threads"]),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, CheckpointError) as err:
         raise CheckpointError(f"{path}: malformed trainer state ({err})") from None
 
 
@@ -198,6 +230,36 @@ def read_state_id(path: str | os.PathLike[str]) -> tuple[int, str]:
         raise CheckpointError(f"{path}: malformed trainer state ({err})") from None
 
 
-__all__ = ["TrainerState", "save_trainer_state", "load_trainer_state", "read_state_id",
+def save_rank_rng(path: str | os.PathLike[str], checkpoint_id: str) -> None:
+    """This process's RNG states (``capture_rng``), atomically, tagged with ``checkpoint_id``."""
+    tensors, meta = capture_rng()
+    save_tensors_atomic(path, tensors, {"format": RANK_RNG_FORMAT, "checkpoint_id": checkpoint_id,
+                                        "rng": json.dumps(meta, allow_nan=False)})
+
+
+def read_rank_rng_id(path: str | os.PathLike[str]) -> str | None:
+    """The checkpoint id of a rank RNG file (header only), None if absent or not one."""
+    try:
+        meta = read_metadata(path)
+    except CheckpointError:
+        return None
+    return meta.get("checkpoint_id") if meta.get("format") == RANK_RNG_FORMAT else None
+
+
+def load_rank_rng(path: str | os.PathLike[str], checkpoint_id: str
+                  ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` for ``restore_rng``; CheckpointError unless it is ``checkpoint_id``'s."""
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != RANK_RNG_FORMAT or meta.get("checkpoint_id") != checkpoint_id:
+        raise CheckpointError(f"{path}: not the RNG file of checkpoint {checkpoint_id}")
+    try:
+        return tensors, json.loads(meta["rng"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: malformed RNG file ({err})") from None
+
+
+__all__ = ["TrainerState", "save_rank_rng", "load_rank_rng", "read_rank_rng_id",
+           "save_trainer_state", "load_trainer_state", "read_state_id",
            "optimizer_state_by_name", "restore_optimizer_state", "group_layout",
-           "restore_group_layout", "capture_rng", "restore_rng", "OptimState"]
+           "restore_group_layout", "GroupLayout", "capture_rng", "restore_rng", "seed_run",
+           "OptimState"]

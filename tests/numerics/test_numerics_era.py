@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numerics_systems import dense_system, gen, lru_system, markov, one_thread, scipy_gramians
 
@@ -43,6 +43,16 @@ def assert_same_taps(result, A, B, C, D, K, tol=1e-9):
     assert float((h_hat - h).abs().max()) <= tol * scale
 
 
+def assume_minimal(A, B, C):
+    """Only systems whose order ERA can resolve from 2n + 6 taps: every Hankel singular value
+    far above ERA's noise level (1e-10 relative), with room for the finite horizon, which shrinks
+    the smallest ones further. Random draws occasionally give a nearly degenerate pair of modes
+    (seen: seed 511, σ_min/σ_1 ≈ 2e-7 over the infinite horizon, below 1e-10 over 11 block
+    rows), for which the numerically right order is lower."""
+    hsv = hankel_singular_values(A, B, C)
+    assume(float(hsv.min()) > 1e-5 * float(hsv.max()))
+
+
 def real_lru(n, m, p, seed, with_d=True):
     lam, B, C = lru_system(n, m, p, seed=seed, rmax=0.9)
     D = torch.randn(p, m, generator=gen(seed + 1), dtype=torch.float64) if with_d else None
@@ -53,6 +63,7 @@ def real_lru(n, m, p, seed, with_d=True):
 @given(n=st.integers(1, 8), m=st.integers(1, 3), p=st.integers(1, 3), seed=st.integers(0, 999))
 def test_recovers_random_dense_system(n, m, p, seed):
     A, B, C = dense_system(n, m, p, seed=seed, rho=0.9)
+    assume_minimal(A, B, C)
     D = torch.randn(p, m, generator=gen(seed + 7), dtype=torch.float64)
     K = 2 * n + 6
     result = era(*taps(A, B, C, D, K))
@@ -66,6 +77,7 @@ def test_recovers_random_dense_system(n, m, p, seed):
 @given(n=st.integers(1, 5), m=st.integers(1, 2), p=st.integers(1, 2), seed=st.integers(0, 999))
 def test_recovers_realified_diagonal_system_with_feedthrough(n, m, p, seed):
     s = real_lru(n, m, p, seed)
+    assume_minimal(s.A, s.B, s.C)
     assert s.D is not None and float(s.D.abs().max()) > 0
     K = 2 * s.state_dim + 6
     result = era(*taps(s.A, s.B, s.C, s.D, K))

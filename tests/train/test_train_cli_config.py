@@ -109,14 +109,15 @@ def tiny(pipeline: str, **changes) -> TrainConfig:
 
 def test_pipeline_typos_fail_at_construction_and_event_failures_are_skipped_or_raised():
     from ssmcompile.errors import PassError, RankError
+    from ssmcompile.train.records import SkippedRecord, of_kind
     from ssmcompile.train.trainer import Trainer
 
     with pytest.raises(PassError, match="unknown pass"):
         Trainer(tiny("hankel-analysis,balanced-trunc{tau=0.1}"))
     failing = "hankel-analysis,balanced-truncation{overrides=blocks.9.ssm=3}"  # no such block
     result = Trainer(tiny(failing)).fit()
-    (skipped,) = [r for r in result.metrics if r["kind"] == "skipped"]
-    assert skipped["step"] == 3 and "blocks.9.ssm" in skipped["reason"]
+    (skipped,) = of_kind(result.metrics, SkippedRecord)
+    assert skipped.step == 3 and "blocks.9.ssm" in skipped.reason
     assert result.history == () and result.dims_final == (8,)
     with pytest.raises(RankError):
         Trainer(tiny(failing, strict_reduction=True)).fit()

@@ -1,4 +1,5 @@
-"""examples/own_training_loop.py runs as a script (what CI and the README rely on)."""
+"""examples/own_training_loop.py and examples/own_model_training.py run as scripts (what CI
+and the README rely on)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,17 @@ def test_own_training_loop_example_runs_and_reduces():
     assert [int(n) for n, _ in events][1:] == [int(r) for _, r in events][:-1]  # compounding
     final = re.search(r"final state dims \((\d+),\); test accuracy ([\d.]+)", proc.stdout)
     assert final and int(final.group(1)) < 64 and float(final.group(2)) > 0.5, proc.stdout
+
+
+@pytest.mark.slow
+def test_own_model_example_is_killed_resumes_and_reloads_reduced(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "own_model_training.py"),
+                           "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=180, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "killed at step 9: exit -9" in proc.stdout
+    dims = re.search(r"state dims \((\d+), (\d+)\) → \((\d+), (\d+)\)", proc.stdout)
+    assert dims and all(int(dims.group(k + 2)) < int(dims.group(k)) for k in (1, 2)), proc.stdout
+    assert re.search(r"fresh TinyClassifier: state dims \((\d+), \d+\), 4 reduction events, "
+                     r"identical outputs: True", proc.stdout), proc.stdout

@@ -14,6 +14,7 @@ from ssmcompile.train.config import (
     PragmaticConfig,
     TrainConfig,
 )
+from ssmcompile.train.records import ReductionRecord, RollbackRecord, of_kind
 from ssmcompile.train.schedule import ReductionSchedule
 from ssmcompile.train.state_io import optimizer_state_by_name
 from ssmcompile.train.trainer import Trainer
@@ -47,8 +48,8 @@ def test_rollback_restores_the_pre_event_model_and_optimizer_exactly(tmp_path):
     seen: dict = {}
     result = Trainer(config(tmp_path / "c", 85, (80,)), callbacks=[capture_at(80, seen)]).fit()
     assert result.rolled_back_at == 85 and result.history == () and result.dims_final == (16,)
-    (rollback,) = [r for r in result.metrics if r["kind"] == "rollback"]
-    assert rollback["dims_from"] == [1] and rollback["val_acc"] < rollback["baseline"] - 0.05
+    (rollback,) = of_kind(result.metrics, RollbackRecord)
+    assert rollback.dims_from == (1,) and rollback.val_acc < rollback.baseline - 0.05
     final = result.model.state_dict()
     assert final.keys() == seen["weights"].keys()
     for key, value in seen["weights"].items():
@@ -60,7 +61,7 @@ def test_rollback_restores_the_pre_event_model_and_optimizer_exactly(tmp_path):
     from ssmcompile.train.state_io import load_trainer_state
 
     state = load_trainer_state(tmp_path / "c" / "last.state.safetensors")
-    assert state.flags["reducing"] is False and state.flags["rolled_back_at"] == 85
+    assert state.flags.reducing is False and state.flags.rolled_back_at == 85
     assert load_checkpoint(tmp_path / "c" / "last.safetensors")[1].history == ()
     for name, entry in trainer_optim.items():
         for key, value in entry.items():
@@ -82,7 +83,7 @@ def test_rollback_stops_reducing_and_survives_a_crash(tmp_path):
     # step 87 never runs
     assert checks == {"dims": (16,), "adam_step": 81.0}
     assert straight.rolled_back_at == 85 and straight.dims_final == (16,)
-    assert not [r for r in straight.metrics if r["kind"] == "reduction" and r["step"] == 87]
+    assert not [r for r in of_kind(straight.metrics, ReductionRecord) if r.step == 87]
 
     def crash(trainer, step):
         if step == 83:  # after the event (and its checkpoint), before the rollback

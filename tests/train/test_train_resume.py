@@ -4,20 +4,14 @@ reduction history must equal those of an uninterrupted run, bit for bit."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
-import torch
+from kill_resume import assert_same_final_state, last_step, run_driver
 
-from ssmcompile.io import load_checkpoint, load_tensors, read_checkpoint_meta
+from ssmcompile.io import load_checkpoint, read_checkpoint_meta
 from ssmcompile.train.config import load_config
-from ssmcompile.train.state_io import load_trainer_state
 from ssmcompile.train.trainer import Trainer
 
 CONFIG = """
@@ -41,48 +35,6 @@ steps = [6, 12, 18]
 enabled = true
 tolerance = 1.0
 """
-
-# Runs the trainer; KILL_STEP sends SIGKILL to itself after that optimizer step, KILL_WRITE
-# ("NAME:K") on the K-th atomic rename onto NAME — after the temp file is written and fsynced,
-# before os.replace: the worst moment for a checkpoint writer to die.
-DRIVER = textwrap.dedent("""
-    import os, signal, sys
-    kill_write = os.environ.get("KILL_WRITE")
-    if kill_write:
-        target, count = kill_write.rsplit(":", 1)
-        real_replace, seen = os.replace, [0]
-        def replace(src, dst, *args, **kwargs):
-            if os.path.basename(str(dst)) == target:
-                seen[0] += 1
-                if seen[0] == int(count):
-                    os.kill(os.getpid(), signal.SIGKILL)
-            return real_replace(src, dst, *args, **kwargs)
-        os.replace = replace
-    from ssmcompile.train.config import load_config
-    from ssmcompile.train.trainer import Trainer
-    kill_step = int(os.environ.get("KILL_STEP", "0"))
-    def maybe_die(trainer, step):
-        if step == kill_step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    config = load_config(sys.argv[1]).replace(out_dir=sys.argv[2])
-    Trainer(config, resume=sys.argv[3] == "resume", callbacks=[maybe_die]).fit()
-""")
-
-
-def run_driver(tmp_path: Path, out: Path, resume: bool, **env: str) -> int:
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    full_env = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, str(driver), str(tmp_path / "run.toml"), str(out),
-                           "resume" if resume else "fresh"], env=full_env, capture_output=True,
-                          text=True, timeout=300)
-    if proc.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(f"driver failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc.returncode
-
-
-def last_step(out: Path) -> int:
-    return load_trainer_state(out / "last.state.safetensors").step
 
 
 @pytest.mark.slow
@@ -118,16 +70,6 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
     assert run_driver(tmp_path, chain_dir, True, KILL_STEP=str(kill)) == -signal.SIGKILL, kill
     assert run_driver(tmp_path, chain_dir, True) == 0
 
-    a, meta_a = load_checkpoint(straight_dir / "last.safetensors")
-    b, meta_b = load_checkpoint(chain_dir / "last.safetensors")
-    assert meta_a.history == meta_b.history and len(meta_b.history) == 3
-    assert meta_b.spec == meta_a.spec and meta_b.extra["step"] == "40"
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
-    ta, _ = load_tensors(straight_dir / "last.state.safetensors")
-    tb, _ = load_tensors(chain_dir / "last.state.safetensors")
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key  # optimizer moments, RNG, data permutation
+    assert_same_final_state(straight_dir, chain_dir)
+    _, meta = load_checkpoint(chain_dir / "last.safetensors")
+    assert len(meta.history) == 3 and meta.extra["step"] == "40"

@@ -15,6 +15,8 @@ from ssmcompile.errors import CheckpointError
 from ssmcompile.layers import ModelSpec, build_model
 from ssmcompile.train.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from ssmcompile.train.optim_surgery import make_optimizer
+from ssmcompile.train.records import EvalRecord, TrainRecord, of_kind
+from ssmcompile.train.run_state import PendingEvent, RunFlags
 from ssmcompile.train.schedule import ReductionSchedule
 from ssmcompile.train.state_io import (
     TrainerState,
@@ -40,8 +42,9 @@ def test_rng_round_trip_reproduces_every_stream(tmp_path):
     random.gauss(0, 1)  # leaves a cached gauss_next in Python's state
     state = TrainerState(step=7, checkpoint_id="run:7", optimizer={}, groups=[], scheduler={},
                          data={"epoch": 0, "position": 1}, perm=torch.arange(5),
-                         rng=capture_rng(), metrics=[{"kind": "eval", "step": 7}],
-                         flags={"reducing": True, "pending": None})
+                         rng=capture_rng(), metrics=[EvalRecord(7, 0.5, 0.75, (3, 2))],
+                         flags=RunFlags(run_id="run", best_val_acc=0.5),
+                         pending=PendingEvent(step=6, baseline=0.25))
     save_trainer_state(tmp_path / "s.safetensors", state)
     expected = draws()
     torch.manual_seed(0)
@@ -51,6 +54,7 @@ def test_rng_round_trip_reproduces_every_stream(tmp_path):
     restore_rng(*loaded.rng)
     assert draws() == expected
     assert loaded.step == 7 and loaded.metrics == state.metrics and loaded.flags == state.flags
+    assert loaded.pending == state.pending
     assert torch.equal(loaded.perm, state.perm)
     raw = (tmp_path / "s.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -114,6 +118,6 @@ def test_character_lm_trains_reduces_and_resumes(tmp_path):
     for p in [*run.glob("last*"), *run.glob("step-00000012*")]:
         p.unlink()  # resume from the step-10 files: two more steps to train
     again = Trainer(config(12), resume=True).fit()
-    assert [r["step"] for r in again.metrics if r["kind"] == "train"][-2:] == [10, 12]
+    assert [r.step for r in of_kind(again.metrics, TrainRecord)][-2:] == [10, 12]
     a, b = full.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -19,13 +19,12 @@ which makes every script resumable and lets experiments share runs (C and D read
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,9 @@ from ssmcompile.train import (
     TrainConfig,
     load_task,
 )
-from ssmcompile.train import build as build_module
 from ssmcompile.train import trainer as trainer_module
 from ssmcompile.train.evaluation import evaluate
+from ssmcompile.train.records import ReductionRecord, SkippedRecord, of_kind, record_to_json
 
 PAPER_EVENTS = (0.025, 0.05, 0.075, 0.10)  # 4 events evenly inside the first 10 % of steps
 
@@ -94,7 +93,7 @@ class ArmSpec:
         return TrainConfig(
             model=ModelConfig(layer=self.layer, d_model=self.d_model,
                               state_dim=self.state_dims[0], n_blocks=len(self.state_dims),
-                              dropout=self.dropout),
+                              state_dims=self.state_dims, dropout=self.dropout),
             data=DataConfig(dataset=self.dataset, path=self.data_path,
                             batch_size=self.batch_size, upsample=self.upsample),
             optim=OptimConfig(lr=self.lr),
@@ -171,27 +170,6 @@ def _task(config: DataConfig):
     return _TASKS[config]
 
 
-@contextlib.contextmanager
-def _per_block_dims(dims: tuple[int, ...]) -> Iterator[None]:
-    """TrainConfig has one state_dim for every block; from-scratch baselines of a reduced
-    multi-block model need its exact per-block dims, so the spec builder the trainer module
-    calls is wrapped for the duration of that one run (remove once ModelConfig takes per-block
-    dims)."""
-    if len(set(dims)) == 1:
-        yield
-        return
-    original = build_module.model_spec
-
-    def model_spec(cfg, data):
-        return original(cfg, data).with_state_dims(dims)
-
-    build_module.model_spec = model_spec
-    try:
-        yield
-    finally:
-        build_module.model_spec = original
-
-
 def dataset_sizes(spec: ArmSpec) -> dict[str, Any]:
     """Name, sequence length and split sizes of the data ``spec`` trains on."""
     task = _task(spec.train_config().data)
@@ -231,10 +209,8 @@ def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
     config = spec.train_config()
     load_before = os.getloadavg()
     start = time.perf_counter()
-    with _per_block_dims(spec.state_dims):
-        trainer = trainer_module.Trainer(config, pipeline, callbacks=[probe],
-                                         data=_task(config.data))
-        result = trainer.fit()
+    trainer = trainer_module.Trainer(config, pipeline, callbacks=[probe], data=_task(config.data))
+    result = trainer.fit()
     end_to_end = time.perf_counter() - start - probe.excluded
     record = summarise(spec, result, probe, end_to_end)
     record["load_avg"] = [load_before[0], os.getloadavg()[0]]
@@ -242,7 +218,8 @@ def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
         record["stability"] = stability_report(probe.snapshots, taus)
     run_dir = spec.run_dir(root)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = [{k: v for k, v in r.items() if k != "blocks"} for r in result.metrics]
+    metrics = [{k: v for k, v in record_to_json(r).items() if k != "blocks"}
+               for r in result.metrics]
     write_bytes_atomic(run_dir / "metrics.jsonl",
                        "".join(json.dumps(m) + "\n" for m in metrics).encode())
     write_json(run_dir / "result.json", record)
@@ -251,7 +228,7 @@ def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
 
 def summarise(spec: ArmSpec, result, probe: Probe, end_to_end: float) -> dict:
     """The JSON record of a finished run (see README's results section for the terms)."""
-    events = [r for r in result.metrics if r.get("kind") == "reduction"]
+    events = of_kind(result.metrics, ReductionRecord)
     # the windows come from the arm's event fractions even when it never reduces, so the
     # full and from-scratch arms are timed over the same steps as the in-training ones
     event_steps = ReductionSchedule(fractions=spec.event_fractions).event_steps(spec.steps)
@@ -285,14 +262,14 @@ def summarise(spec: ArmSpec, result, probe: Probe, end_to_end: float) -> dict:
         "cpu_step_s_after": median(cpu, after=True),
         "step_s": [round(steps[s], 6) if s in steps else None for s in range(1, spec.steps + 1)],
         "events": [{
-            "step": e["step"], "dims_before": e["dims_before"], "dims_after": e["dims_after"],
-            "bounds": {b: v["bound"] for b, v in e["blocks"].items()},
-            "reduce_s": e["seconds"],
-            "passes_s": probe.pass_seconds.get(e["step"], {}),
-            "next_step_s": steps.get(e["step"] + 1),
-            "next_step_cpu_s": cpu.get(e["step"] + 1),
+            "step": e.step, "dims_before": list(e.dims_before), "dims_after": list(e.dims_after),
+            "bounds": {b: v.bound for b, v in e.blocks.items()},
+            "reduce_s": e.seconds,
+            "passes_s": probe.pass_seconds.get(e.step, {}),
+            "next_step_s": steps.get(e.step + 1),
+            "next_step_cpu_s": cpu.get(e.step + 1),
         } for e in events],
-        "skipped": [r for r in result.metrics if r.get("kind") == "skipped"],
+        "skipped": [record_to_json(r) for r in of_kind(result.metrics, SkippedRecord)],
     }
 
 
