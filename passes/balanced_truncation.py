@@ -36,6 +36,8 @@ class BalancedTruncation(ModulePass):
         # one of the current model.
         analyses = [state.analyses.get(b.name) or analyse_block(state, b) for b in state.blocks]
         decisions = self.policy.decide(analyses)
+        for b in state.blocks:
+            decisions[b.name] = _rounded(decisions[b.name], b.adapter)
         state.decisions.update(decisions)
         todo = [b for b in state.blocks if decisions[b.name].reduce]
         if not todo:
@@ -48,3 +50,16 @@ class BalancedTruncation(ModulePass):
                 state.decisions[block.name] = replace(
                     d, rank=result.rank, reason=f"{d.reason}; clipped to the numerical order")
         return PassResult(state, modified=True)
+
+
+def _rounded(decision, adapter):
+    """The decision with its rank rounded up by the adapter's optional ``round_rank(rank, n)``
+    (kernel tile multiples); a rank rounded up to n is no reduction."""
+    round_rank = getattr(adapter, "round_rank", None)
+    if round_rank is None or not decision.reduce:
+        return decision
+    r = round_rank(decision.rank, decision.state_dim)
+    if r == decision.rank:
+        return decision
+    return replace(decision, rank=r, reduce=r < decision.state_dim,
+                   reason=f"{decision.reason}; rounded up to {r}")

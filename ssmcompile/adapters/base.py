@@ -32,6 +32,8 @@ class BlockAdapter(Protocol):
     - ``rebuild(module, system)``: a NEW module of ``type(module)`` realising ``system`` in the
       layer's parameterisation, with the original's dtype, device and train mode; the original
       is left untouched. Raises ``ShapeError`` for a system the layer cannot hold.
+    - optional ``round_rank(rank, n)``: the rank the layer's kernels want instead (rounded up
+      to a tile multiple, at most n); the truncation pass applies it to every rank it decides.
     """
 
     kind: str

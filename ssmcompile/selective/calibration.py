@@ -43,13 +43,13 @@ from ..numerics.lyapunov import psd_factor
 from ..numerics.system import LTISystem
 from ._kernel import recurrence_time_major
 
-__all__ = ["scalar_decay_gramians", "diagonal_decay_gramians", "surrogate_system"]
+__all__ = ["scalar_decay_gramians", "diagonal_decay_gramians", "surrogate_system", "time_weights"]
 
 # Largest (sequences × D × N × N) state the Mamba-1 estimator holds at once (float64, ~64 MB).
 _MAX_STATE_NUMEL = 8 * 1024 * 1024
 
 
-def _time_weights(log_decay: Tensor) -> tuple[Tensor, Tensor]:
+def time_weights(log_decay: Tensor) -> tuple[Tensor, Tensor]:
     """ω_s = Σ_{t≥s} Π_{s<k≤t} a_k² and ν_s = Σ_{t≤s} Π_{t<k≤s} a_k² for log a = ``log_decay``.
 
     Shapes: (batch, L, H) → two (batch, L, H). ω weights b_s b_sᵀ in mean_t P_t, ν weights
@@ -75,7 +75,7 @@ def scalar_decay_gramians(delta: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor
         raise ShapeError(f"scalar_decay_gramians: delta{tuple(delta.shape)}, A{tuple(A.shape)}, "
                          f"B{tuple(Bm.shape)}, C{tuple(Cm.shape)} do not fit")
     delta, A, Bm, Cm = (t.detach().to(torch.float64) for t in (delta, A, Bm, Cm))
-    omega, nu = _time_weights(delta * A)
+    omega, nu = time_weights(delta * A)
     count = batch * L * (H // G)
     w_P = (omega * delta**2).reshape(batch, L, G, H // G).sum(-1) / count  # (batch, L, G)
     w_Q = nu.reshape(batch, L, G, H // G).sum(-1) / count
