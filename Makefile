@@ -8,6 +8,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m ssmcompile.ops.warm  # numba's first compile (~45 s) here, not in a first step
 	touch $(STAMP)
 
 .PHONY: install test lint demo
