@@ -36,15 +36,19 @@ def _run(g, key, serial_cost, parallel_cost, calls):
 
 def test_guard_tries_both_then_keeps_the_faster_and_keeps_exploring():
     g = threads.ParallelGuard()
-    modes = _run(g, "a", serial_cost=1.0, parallel_cost=2.0, calls=64)
+    modes = _run(g, "a", serial_cost=1.0, parallel_cost=2.0, calls=4 + 16 + 32 + 64 + 1)
     assert modes[:4] == [True, False, True, False]  # warm-up alternates
     later = modes[4:]
-    assert later.count(True) == 64 // threads.ParallelGuard.EXPLORE  # exploration only
-    other = _run(g, "b", serial_cost=2.0, parallel_cost=1.0, calls=64)  # sites are apart
-    assert other[4:].count(False) == 64 // threads.ParallelGuard.EXPLORE
-    # the load changes: parallel becomes faster at "a" and exploration notices
-    after = _run(g, "a", serial_cost=1.0, parallel_cost=0.2, calls=64)
-    assert after[-32:].count(True) >= 30
+    explored = [i for i, p in enumerate(later) if p]
+    assert len(explored) == 3  # gaps 16, 32, 64: each confirmation doubles the gap
+    assert explored[1] - explored[0] == 32 and explored[2] - explored[1] == 64
+    other = _run(g, "b", serial_cost=2.0, parallel_cost=1.0, calls=4 + 16 + 1)  # sites apart
+    assert other[4:].count(False) == 1
+    # the load changes: parallel becomes faster at "a"; the next exploration flips the choice
+    after = _run(g, "a", serial_cost=1.0, parallel_cost=0.2, calls=200)
+    first = after.index(True)
+    assert first < threads.ParallelGuard.MAX_EXPLORE
+    assert after[first + 1 : first + 16] == [True] * 15  # until the next (serial) exploration
 
 
 def test_parallel_for_follows_the_guard(monkeypatch):
