@@ -15,6 +15,7 @@ without the passes (calibrate → balance → rank rule → rebuild).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -92,6 +93,13 @@ class LinearAttentionAdapter:
         if not isinstance(result, TruncationResult) or result.T.shape[-2] != module.state_dim:
             raise ShapeError(f"{self.kind}: truncation result does not belong to a layer with "
                              f"d_k = {module.state_dim}")
+        if result.T.ndim == 2:
+            # A batch-free result (checkpoint replay's placeholder keeps states 0..r-1) means
+            # the same map for every head, as the Mamba-2 adapter reads one for every group.
+            H, (n, r) = module.config.heads, result.T.shape
+            result = dataclasses.replace(result, T=result.T.expand(H, n, r),
+                                         Tinv=result.Tinv.expand(H, r, n),
+                                         hsv=result.hsv.expand(H, n))
         return apply_key_maps(module, key_maps(result, self.method(module)))
 
 

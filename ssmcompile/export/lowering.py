@@ -31,9 +31,10 @@ DEFAULT_RTOL = 1e-5
 
 
 def _ours() -> tuple[type, ...]:
+    from ..attention import LinearAttention
     from ..selective import Mamba1Block, Mamba2Block
 
-    return (LRU, S5, S4D, DenseLTI, CanonicalSSM, Mamba1Block, Mamba2Block)
+    return (LRU, S5, S4D, DenseLTI, CanonicalSSM, Mamba1Block, Mamba2Block, LinearAttention)
 
 
 def _needs_lowering(block, module: nn.Module) -> bool:

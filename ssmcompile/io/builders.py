@@ -65,7 +65,8 @@ def register_builder(name: str, builder: ModelBuilder) -> None:
 
 # Builders that live in an optional part of this package, registered when it is imported.
 # Fixed names to fixed modules of our own: a name read from a file is only ever a dict key.
-_BUILTIN_PROVIDERS: dict[str, str] = {"selective-lm": "ssmcompile.selective"}
+_BUILTIN_PROVIDERS: dict[str, str] = {"selective-lm": "ssmcompile.selective",
+                                      "attention-lm": "ssmcompile.attention"}
 
 
 def get_builder(name: str) -> ModelBuilder:
