@@ -84,8 +84,9 @@ class Report:
         verified_in = sorted({b.precision for b in self.blocks if b.precision not in
                               (None, "float64")})
         if verified_in:
-            out.append("verified in " + ", ".join(verified_in) + " (the block cannot run in "
-                       "float64; that precision's rounding is allowed)")
+            out.append("verified in " + ", ".join(verified_in) + " (the blocks' own precision, "
+                       "its rounding allowed: either already within the bound there, or the "
+                       "block cannot run in float64)")
         if self.failures:
             out.append(f"{len(self.failures)} candidate(s) not matched (see explain())")
         out += list(self.notes)
