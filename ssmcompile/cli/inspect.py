@@ -70,8 +70,10 @@ def render_text(d: dict[str, Any]) -> str:
         note = f"  (initially {was})" if was is not None and was != b["state_dim"] else ""
         lines.append(f"  {b['name']}: n = {b['state_dim']}{note}")
     if d["history"]:
-        lines.append("reduction history:")
-        lines.append(f"  {'step':>8}  {'block':<16} {'n -> r':>10}  {'bound':>10}  kept sigma")
+        # 2·Σ of the discarded σ: the certified H∞ bound for LTI blocks, only the surrogate's
+        # tail for data-driven (measured) ones, so the column does not claim "bound".
+        lines.append("reduction history (2·Σtail: an H∞ bound for LTI blocks only):")
+        lines.append(f"  {'step':>8}  {'block':<16} {'n -> r':>10}  {'2·Σtail':>10}  kept sigma")
         for e in d["history"]:
             kept = e["hsv_kept"]
             span = f"{kept[0]:.3e} .. {kept[-1]:.3e}" if kept else "-"
