@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ShapeError
@@ -69,6 +70,26 @@ def _check(lam_re, lam_im, b_re, b_im, c_re, c_im, u) -> None:
         raise ShapeError(f"diagonal_ssm: inputs must share float32 or float64, got {dtypes}")
 
 
+# The kernels run on the state padded with zero modes to a multiple of this (λ = 0, B and C
+# rows 0: they contribute exact zeros): with n 47 or 12 every inner loop over the state had a
+# scalar remainder as long as its vector part.
+STATE_PAD = 8
+
+
+def padded_width(n: int) -> int:
+    """n rounded up to a multiple of ``STATE_PAD`` (the saved states' last dimension)."""
+    return -(-n // STATE_PAD) * STATE_PAD
+
+
+def _padded(lam_re, lam_im, b_re, b_im, c_re, c_im):
+    """λ (n,), B (n, H), C (P, n) with zero modes appended up to ``padded_width(n)``."""
+    extra = padded_width(lam_re.shape[0]) - lam_re.shape[0]
+    if extra == 0:
+        return lam_re, lam_im, b_re, b_im, c_re, c_im
+    return (F.pad(lam_re, (0, extra)), F.pad(lam_im, (0, extra)), F.pad(b_re, (0, 0, 0, extra)),
+            F.pad(b_im, (0, 0, 0, extra)), F.pad(c_re, (0, extra)), F.pad(c_im, (0, extra)))
+
+
 def _unfused(lam_re, lam_im, b_re, b_im, c_re, c_im, u) -> tuple[Tensor, Tensor, Tensor]:
     x_re, x_im = diagonal_scan_real(lam_re, lam_im, u @ b_re.T, u @ b_im.T)
     return x_re @ c_re.T - x_im @ c_im.T, x_re, x_im
@@ -85,8 +106,12 @@ def _diagonal_ssm_op(
         y, x_re, x_im = _unfused(lam_re, lam_im, b_re, b_im, c_re, c_im, u)
         if not save_states:
             x_re = x_im = u.new_empty(0, 0, 0)
+        else:  # the same padded layout as the kernels' (the fake kernel promises it)
+            x_re, x_im = (F.pad(x, (0, padded_width(n) - n)) for x in (x_re, x_im))
         return y.contiguous(), x_re.contiguous(), x_im.contiguous()
     k = _ssm_kernels()
+    lam_re, lam_im, b_re, b_im, c_re, c_im = _padded(lam_re, lam_im, b_re, b_im, c_re, c_im)
+    n = lam_re.shape[0]
     lr, li, uu = _engine._np(lam_re), _engine._np(lam_im), _engine._np(u)
     bTr, bTi = _engine._np(b_re.T), _engine._np(b_im.T)
     cr, ci = _engine._np(c_re), _engine._np(c_im)
@@ -103,12 +128,15 @@ def _diagonal_ssm_op(
 def _(lam_re, lam_im, b_re, b_im, c_re, c_im, u, save_states):
     _check(lam_re, lam_im, b_re, b_im, c_re, c_im, u)
     B, L, _ = u.shape
-    shape = (B, L, lam_re.shape[0]) if save_states else (0, 0, 0)
+    shape = (B, L, padded_width(lam_re.shape[0])) if save_states else (0, 0, 0)
     return u.new_empty(B, L, c_re.shape[0]), u.new_empty(shape), u.new_empty(shape)
 
 
 def _backward_composite(lam_re, lam_im, b_re, b_im, c_re, c_im, u, x_re, x_im, g):
-    """Differentiable backward (double backward, and the eager body without numba)."""
+    """Differentiable backward (double backward, and the eager body without numba). The
+    states may carry the op's zero padding beyond n."""
+    n = lam_re.shape[0]
+    x_re, x_im = x_re[..., :n], x_im[..., :n]
     g_lr, g_li, a_re, a_im = _scan_backward(lam_re, lam_im, x_re, x_im, g @ c_re, -(g @ c_im))
     g_u = a_re @ b_re + a_im @ b_im
     g_br, g_bi = flat(a_re).T @ flat(u), flat(a_im).T @ flat(u)
@@ -131,19 +159,21 @@ def _diagonal_ssm_backward_op(
         outs = _backward_composite(lam_re, lam_im, b_re, b_im, c_re, c_im, u, x_re, x_im, g)
         return tuple(o.contiguous() for o in outs)
     k = _ssm_kernels()
-    inputs = (lam_re, lam_im, b_re, b_im, c_re, c_im, u, x_re, x_im, g)
+    n0 = lam_re.shape[0]
+    inputs = (*_padded(lam_re, lam_im, b_re, b_im, c_re, c_im), u, x_re, x_im, g)
     arrays = [_engine._np(t) for t in inputs]
     uu = arrays[6]
-    (B, L, H), n, P = uu.shape, lam_re.shape[0], c_re.shape[0]
+    (B, L, H), n, P = uu.shape, arrays[0].shape[0], c_re.shape[0]
     du = _buffers.empty(uu.shape, uu.dtype)
     parts = [np.zeros((B, H, n)), np.zeros((B, H, n)), np.zeros((B, P, n)), np.zeros((B, P, n)),
              np.zeros((B, n)), np.zeros((B, n))]  # fmt: skip
     _engine.parallel_for(lambda t0, t1: k.ssm_bwd(*arrays, du, *parts, t0, t1), B,
                          B * L * n * (2 * H + 2 * P + 1))  # fmt: skip
     dbr, dbi, dcr, dci, dlr, dli = (
-        torch.from_numpy(_engine._kernels.sum_rows(p)).to(u.dtype) for p in parts
+        torch.from_numpy(_engine._kernels.sum_rows(p)[..., :n0]).to(u.dtype) for p in parts
     )
-    return dlr, dli, dbr.T.contiguous(), dbi.T.contiguous(), dcr, dci, torch.from_numpy(du)
+    return (dlr.contiguous(), dli.contiguous(), dbr.T.contiguous(), dbi.T.contiguous(),
+            dcr.contiguous(), dci.contiguous(), torch.from_numpy(du))
 
 
 @_diagonal_ssm_backward_op.register_fake

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from paired import summarise as summarise_values
 
 import passes
 from ssmcompile.adapters import adapter_for
@@ -69,6 +70,7 @@ class ArmSpec:
     steps: int
     batch_size: int
     lr: float
+    warmup_fraction: float = 0.1  # of the steps, linear, then cosine (OptimConfig)
     pipeline: str | None = None
     event_fractions: tuple[float, ...] = PAPER_EVENTS
     eval_every: int = 100
@@ -78,6 +80,7 @@ class ArmSpec:
     data_path: str | None = None
     upsample: bool = True
     threads: int = 1
+    scan_threads: int = 0  # the scan kernels' threads; 0 = every core (the trainer's default)
     snapshot_steps: tuple[int, ...] = ()
     compile: str = "off"
 
@@ -96,10 +99,11 @@ class ArmSpec:
                               state_dims=self.state_dims, dropout=self.dropout),
             data=DataConfig(dataset=self.dataset, path=self.data_path,
                             batch_size=self.batch_size, upsample=self.upsample),
-            optim=OptimConfig(lr=self.lr),
+            optim=OptimConfig(lr=self.lr, warmup_fraction=self.warmup_fraction),
             schedule=(ReductionSchedule(fractions=self.event_fractions) if reducing
                       else ReductionSchedule.never()),
-            steps=self.steps, seed=self.seed, threads=self.threads, compile=self.compile,
+            steps=self.steps, seed=self.seed, threads=self.threads,
+            scan_threads=self.scan_threads, compile=self.compile,
             eval_every=self.steps, log_every=10, checkpoint_every=self.steps,
             progress=False, out_dir=None,
             **({"pipeline": self.pipeline} if reducing else {}))
@@ -191,10 +195,13 @@ def load_result(spec: ArmSpec, root: Path) -> dict | None:
     return data if data.get("spec") == spec.to_dict() else None
 
 
-def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
+def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = (),
+            on_trained: Callable[[Any], None] | None = None) -> dict:
     """Train one arm (or reuse its finished run) and return its result record.
 
-    ``taus``: with ``snapshot_steps``, the τ values the rank-stability report uses.
+    ``taus``: with ``snapshot_steps``, the τ values the rank-stability report uses;
+    ``on_trained``: called with the trainer after a run it trained (not on a reused one), so a
+    caller can use the trained model without a checkpoint on disk.
     """
     done = load_result(spec, root)
     if done is not None:
@@ -212,6 +219,8 @@ def run_arm(spec: ArmSpec, root: Path, taus: tuple[float, ...] = ()) -> dict:
     trainer = trainer_module.Trainer(config, pipeline, callbacks=[probe], data=_task(config.data))
     result = trainer.fit()
     end_to_end = time.perf_counter() - start - probe.excluded
+    if on_trained is not None:
+        on_trained(trainer)
     record = summarise(spec, result, probe, end_to_end)
     record["load_avg"] = [load_before[0], os.getloadavg()[0]]
     if spec.snapshot_steps:
@@ -283,12 +292,10 @@ def runs_wall_s(runs: dict[str, list[dict]]) -> float:
 
 
 def stats(values: list[float], top: int = 3) -> dict[str, Any]:
-    """mean, sample std, mean of the ``top`` best (the paper's top-3 protocol), and the values."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return {"mean": None, "std": None, "top3": None, "values": [], "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "top3": float(np.sort(v)[::-1][:top].mean()), "values": v.tolist(), "n": int(v.size)}
+    """mean, sample std, mean of the ``top`` best (the paper's top-3 protocol), and the values:
+    ``paired.summarise`` as the JSON the older experiments write."""
+    s = summarise_values(values, top)
+    return {"mean": s.mean, "std": s.std, "top3": s.top3, "values": list(s.values), "n": s.n}
 
 
 # ---- command line ---------------------------------------------------------------------------

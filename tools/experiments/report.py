@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from campaign_report import campaign_section  # noqa: E402
 from common import REPO  # noqa: E402
 from perf_report import performance_section  # noqa: E402
 
@@ -237,11 +238,13 @@ def build_section(results: Path, readme_dir: Path) -> str:
         if data.get("quick"):
             lines += ["**Quick smoke-test figures (`--quick`), not results.**", ""]
         lines += body + [""]
+    campaign = campaign_section(results)
+    lines += campaign + ([""] if campaign else [])
     try:
         perf = performance_section(results)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ReportError(f"{results}: a bench_*.json is not a benchmark file ({err!r})") from None
-    if not found and not perf:
+    if not found and not campaign and not perf:
         raise ReportError(f"no exp_*.json results in {results}")
     return "\n".join(lines + perf)
 

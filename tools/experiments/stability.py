@@ -17,6 +17,8 @@ r is what the τ rule picks on the *final* spectrum for each τ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -92,5 +94,30 @@ def stability_report(snapshots: list[tuple[int, dict[str, LTISystem]]],
     return {"steps": steps, "taus": list(taus), "blocks": blocks}
 
 
-__all__ = ["modal_scores", "kendall_tau", "topr_overlap", "kept_subspace", "subspace_overlap",
-           "stability_report"]
+@dataclass(frozen=True)
+class Settledness:
+    """How settled one block's ranking is at ``step`` relative to the end of training:
+    Kendall τ of the modal scores and, per τ of the rank rule (r on the final spectrum), the
+    top-r overlap, as ((τ, r, overlap), ...)."""
+
+    step: int
+    block: str
+    kendall: float
+    topr: tuple[tuple[float, int, float], ...]
+
+
+def settledness_at(report: dict, steps: tuple[int, ...]) -> tuple[Settledness, ...]:
+    """The measures of ``stability_report``'s output at ``steps`` (each must be a snapshot)."""
+    index = {s: i for i, s in enumerate(report["steps"])}
+    missing = [s for s in steps if s not in index]
+    if missing:
+        raise ValueError(f"no snapshot at steps {missing} (snapshots: {report['steps']})")
+    return tuple(
+        Settledness(step=s, block=name, kendall=b["kendall"][index[s]],
+                    topr=tuple((float(t), b["ranks"][t], b["topr_overlap"][t][index[s]])
+                               for t in b["ranks"]))
+        for s in steps for name, b in report["blocks"].items())
+
+
+__all__ = ["Settledness", "settledness_at", "modal_scores", "kendall_tau", "topr_overlap",
+           "kept_subspace", "subspace_overlap", "stability_report"]
