@@ -6,6 +6,26 @@ never a traceback.
 
 from __future__ import annotations
 
+MESSAGE_LIMIT = 400  # characters of a user-facing message; file contents can be megabytes
+
+
+def safe_text(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, safe to print: control and non-printable characters (terminal
+    escapes, lone surrogates) are escaped, and anything past ``limit`` characters is cut and
+    counted, because strings echoed from a file may be megabytes long or hostile."""
+    raw = " ".join(str(text).split())
+    out = []
+    for ch in raw:
+        code = ord(ch)
+        if ch.isprintable() and not 0xD800 <= code <= 0xDFFF:
+            out.append(ch)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    line = "".join(out)
+    if len(line) > limit:
+        line = f"{line[:limit]}... [{len(line) - limit} more characters]"
+    return line
+
 
 class SSMCompileError(Exception):
     """Base class of every error ssmcompile raises deliberately."""
@@ -44,6 +64,8 @@ class CheckpointError(SSMCompileError):
 
 
 __all__ = [
+    "MESSAGE_LIMIT",
+    "safe_text",
     "SSMCompileError",
     "ShapeError",
     "UnstableSystemError",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import SSMCompileError
+from ..errors import SSMCompileError, safe_text
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -19,7 +19,7 @@ EXIT_INTERRUPTED = 130
 
 def error_line(message: object) -> str:
     """``ssmcompile: error: <message>`` on one line."""
-    return "ssmcompile: error: " + " ".join(str(message).split())
+    return "ssmcompile: error: " + safe_text(message)
 
 
 def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

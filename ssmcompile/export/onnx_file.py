@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..io.atomic import make_temp
 from .result import ExportError, GraphStats
 
 # protobuf refuses messages of 2 GiB; keep a margin for the graph itself.
@@ -84,7 +84,7 @@ def staged_onnx_file(model, path: Path) -> Iterator[tuple[Path, Path | None]]:
     import onnx
 
     path = check_output_path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = make_temp(path)
     tmp = Path(tmp_name)
     data_path: Path | None = None
     try:

@@ -1,6 +1,9 @@
 """Atomic file writes: a temp file in the target's directory, flush, fsync, ``os.replace``.
 
 A crash or an error mid-write leaves either the old file or none, never a half-written one.
+Temp files carry our own suffix and the writer's pid (``.NAME.PID-XXXX.ssmcompile-tmp``), so a
+later write to the same place removes what a killed writer left, and nothing that is not ours
+is ever deleted.
 """
 
 from __future__ import annotations
@@ -11,6 +14,60 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CheckpointError
+
+TEMP_SUFFIX = ".ssmcompile-tmp"
+
+
+def is_our_temp(path: Path) -> bool:
+    """Whether ``path`` is named like a temp file of our atomic writes."""
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+
+
+def _writer_alive(tmp: Path) -> bool:
+    # ".NAME.PID-XXXX.ssmcompile-tmp": the pid sits between the last "." and "-" before the suffix
+    stem = tmp.name[: -len(TEMP_SUFFIX)]
+    pid_part = stem.rsplit(".", 1)[-1].split("-", 1)[0]
+    if not pid_part.isdigit():
+        return False
+    pid = int(pid_part)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's live process (or unknowable): leave it
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Delete our temp files in ``directory`` (for target ``name`` only, when given) whose
+    writer is no longer running; returns what was removed. Other files are never touched."""
+    root = Path(directory)
+    pattern = f".{name}.*{TEMP_SUFFIX}" if name is not None else f".*{TEMP_SUFFIX}"
+    removed = []
+    try:
+        candidates = list(root.glob(pattern))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        if is_our_temp(tmp) and tmp.is_file() and not _writer_alive(tmp):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def make_temp(out: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new temp file beside ``out``, after removing the temps a killed
+    writer to ``out`` left behind. Raises CheckpointError when the directory refuses."""
+    remove_stale_temps(out.parent, out.name)
+    try:
+        return tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}-", suffix=TEMP_SUFFIX,
+                                dir=out.parent)
+    except OSError as err:
+        raise CheckpointError(f"cannot write to {out.parent}: {err.strerror or err}") from None
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -31,10 +88,7 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; the directory is fsynced too. Returns the Path."""
     out = check_output_path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {out.parent}: {err.strerror or err}") from None
+    fd, tmp = make_temp(out)
     try:
         os.fchmod(fd, _target_mode(out))
         with os.fdopen(fd, "wb") as f:

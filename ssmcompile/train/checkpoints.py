@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io import ReductionEvent, read_checkpoint_meta, save_checkpoint, save_tensors_atomic
+from ..io.atomic import remove_stale_temps
 from ..io.tensorfile import load_tensors
 from .state_io import (
     OptimState,
@@ -112,10 +113,8 @@ class RunDirectory:
         return max(found, key=lambda t: t[0])[1]
 
     def remove_stale_temp_files(self) -> None:
-        """Temp files of writes a crash interrupted (``.NAME.XXXX.tmp``)."""
-        for path in self.root.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        """Our temp files of writes a crash interrupted; the user's files are never touched."""
+        remove_stale_temps(self.root)
 
     # -- pragmatic-mode snapshot: weights + optimizer state by parameter name --------------
 
