@@ -270,13 +270,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse(argv)
+    return run(parse(argv))["results"]
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole report (``threads``, per-arm ``results``, the interleaved summary), also
+    printed as the last line of JSON; ``tools/experiments/campaign_m.py`` keeps it per seed."""
     torch.set_num_threads(args.threads)
     if args.engine != "default":
         os.environ[ENGINE_ENV] = args.engine
     if args.scan_only:
         scan_only(args)
-        return []
+        return {"threads": args.threads, "results": []}
     modules = CORPUS_MODULES[:3] if args.quick else CORPUS_MODULES
     corpus = Corpus.from_text(stdlib_docstrings(modules))
     print(f"threads={torch.get_num_threads()} torch={torch.__version__} "
@@ -326,8 +331,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"reduced/full {summary['ppl_reduced_over_full']:.4f}"
               + (f"; scratch/reduced {summary['ppl_scratch_over_reduced']:.4f}"
                  if "scratch" in by else ""))
-    print(json.dumps({"threads": torch.get_num_threads(), "results": results, **summary}))
-    return results
+    report = {"threads": torch.get_num_threads(), "results": results, **summary}
+    print(json.dumps(report))
+    return report
 
 
 if __name__ == "__main__":

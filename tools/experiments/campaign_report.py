@@ -178,10 +178,18 @@ def settledness_rows(full: Arm) -> list[str]:
     return rows
 
 
+# campaign folder → what its runs are (the same recipe; only the image size differs)
+SHAPES = {"a": "digits 16×16 (L = 256)",
+          "a784": "digits upsampled to the sMNIST shape, 28×28 (L = 784; `digits28.py`)"}
+
+
 def campaign_section(results: Path) -> list[str]:
-    """Markdown lines of the campaign and of its smoke recipe's runs, if any (none without
+    """Markdown lines of the campaigns and of the smoke recipe's runs, if any (none without
     run files)."""
-    lines = experiment_section(results, "a")
+    lines: list[str] = []
+    for experiment in SHAPES:
+        part = experiment_section(results, experiment)
+        lines += ([""] if lines and part else []) + part
     quick = experiment_section(results, "a-quick")
     if quick:
         lines += ([""] if lines else []) + quick[:2] + [
@@ -199,8 +207,8 @@ def experiment_section(results: Path, experiment: str) -> list[str]:
     arms = arms_of(records)
     full = _twin(arms, "full", None)
     seeds = sorted({r.seed for r in records})
-    lines = [f"### A′. One LRU block, digits 16×16 (L = 256): the campaign, {len(seeds)} "
-             "seed(s) so far", "",
+    shape = SHAPES.get(experiment, experiment)
+    lines = [f"### A′. One LRU block, {shape}: the campaign, {len(seeds)} seed(s) so far", "",
              f"Generated from the per-run files in `docs/results/runs/{experiment}/` "
              "(`tools/experiments/campaign_a.py`; the recipe and its tuning are in that "
              "script's docstring). test @ best val: the paper's protocol; top-3 mean: the best "
@@ -208,9 +216,8 @@ def experiment_section(results: Path, experiment: str) -> list[str]:
              "Post-training: the trained full model reduced to the in-training run's final "
              "size by balanced truncation, no fine-tuning (its wall time includes the full "
              f"training). {records[0].steps} steps per run, events at steps "
-             f"{', '.join(map(str, _events(arms)))}, {records[0].threads} thread. Not run yet: "
-             "the sMNIST shape (28×28, L = 784): it needs MNIST's IDX files on disk and "
-             "a recipe of its own.", ""] + arm_rows(arms)
+             f"{', '.join(map(str, _events(arms)))}, {records[0].threads} thread.", ""]
+    lines += arm_rows(arms)
     if stale:
         lines += ["", f"({stale} run file(s) of an older recipe or format are not included.)"]
     lines += ["", f"Targets (judged at ≥ {MIN_SEEDS} seeds with every arm compared):", ""]

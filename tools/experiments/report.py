@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from campaign_report import campaign_section  # noqa: E402
 from common import REPO  # noqa: E402
+from mamba_report import mamba_section  # noqa: E402
 from perf_report import performance_section  # noqa: E402
 
 from ssmcompile.io import write_bytes_atomic  # noqa: E402
@@ -239,6 +240,8 @@ def build_section(results: Path, readme_dir: Path) -> str:
             lines += ["**Quick smoke-test figures (`--quick`), not results.**", ""]
         lines += body + [""]
     campaign = campaign_section(results)
+    mamba = mamba_section(results)
+    campaign += ([""] if campaign and mamba else []) + mamba
     lines += campaign + ([""] if campaign else [])
     try:
         perf = performance_section(results)
