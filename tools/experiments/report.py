@@ -23,6 +23,7 @@ from campaign_report import campaign_section  # noqa: E402
 from common import REPO  # noqa: E402
 from mamba_report import mamba_section  # noqa: E402
 from perf_report import performance_section  # noqa: E402
+from rollback_demo import rollback_section  # noqa: E402
 
 from ssmcompile.io import write_bytes_atomic  # noqa: E402
 
@@ -242,6 +243,8 @@ def build_section(results: Path, readme_dir: Path) -> str:
     campaign = campaign_section(results)
     mamba = mamba_section(results)
     campaign += ([""] if campaign and mamba else []) + mamba
+    rollback = rollback_section(results)
+    campaign += ([""] if campaign and rollback else []) + rollback
     lines += campaign + ([""] if campaign else [])
     try:
         perf = performance_section(results)
