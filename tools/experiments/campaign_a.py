@@ -24,6 +24,7 @@ campaign's seeds (README) is the stability figure at the chosen length.
 
     python tools/experiments/campaign_a.py --seeds 5        # resume/extend the campaign
     python tools/experiments/campaign_a.py --seeds 5 --length 784   # the sMNIST shape
+    python tools/experiments/campaign_a.py --seeds 5 --siso-mimo s4d  # B: SISO (s5, lru: MIMO)
     python tools/experiments/campaign_a.py --quick --results /tmp/o    # smoke run
 """
 
@@ -64,12 +65,15 @@ class Recipe:
     upsample: bool = True
     threads: int = 1
     experiment: str = "a"  # the run files' folder; the smoke recipe keeps its own
-    image_size: int = 16  # 28: the sMNIST shape, L = 784 (digits28.py's IDX files)
+    image_size: int = 16  # 8: raw digits, L = 64; 28: the sMNIST shape, L = 784 (digits28.py)
+    layer: str = "lru"  # the block's layer ("s4d": SISO, "s5" / "lru": MIMO)
 
     def arm(self, arm: str, seed: int, dims: tuple[int, ...], **changes) -> ArmSpec:
         if self.image_size == 28:
             # relative to the repository (main() runs there), so the spec hash is portable
             changes = {"dataset": "mnist", "data_path": DIGITS28, **changes}
+        if self.layer != "lru":
+            changes = {"layer": self.layer, **changes}
         # scan_threads = threads: the campaign runs on one core, next to other people's work
         return ArmSpec(experiment=self.experiment, arm=arm, seed=seed, state_dims=dims,
                        d_model=self.d_model, steps=self.steps, batch_size=self.batch_size,
@@ -92,16 +96,22 @@ RECIPE = Recipe(n0=256, d_model=8, steps=2000, batch_size=32, lr=4e-2, warmup_fr
                 eval_every=100, taus=(0.01, 0.02, 0.04))
 # the same recipe at the sMNIST shape (not re-tuned: the full arm's spread says how it holds)
 RECIPE_784 = dataclasses.replace(RECIPE, experiment="a784", image_size=28)
+# B, SISO vs MIMO: one block of each layer on raw 8×8 digits (L = 64), n0 64, H 16, one τ
+SISO_MIMO = {layer: dataclasses.replace(RECIPE, n0=64, d_model=16, steps=1000, image_size=8,
+                                        upsample=False, taus=(0.02,), layer=layer,
+                                        experiment=f"b-{layer}")
+             for layer in ("s4d", "s5", "lru")}
 QUICK = Recipe(n0=16, d_model=4, steps=16, batch_size=16, lr=4e-3, warmup_fraction=0.1,
                eval_every=8, taus=(0.04,), upsample=False, experiment="a-quick")
 
 
 def recipe_hash(r: Recipe) -> str:
-    """The recipe's hash; ``image_size`` counts only when not the original 16, so the run files
-    written before the field existed keep grouping with new L = 256 runs."""
+    """The recipe's hash; ``image_size`` and ``layer`` count only when not the original 16 and
+    LRU, so the run files written before those fields existed keep grouping with new runs."""
     data = dataclasses.asdict(r)
-    if data["image_size"] == 16:
-        del data["image_size"]
+    for name, original in (("image_size", 16), ("layer", "lru")):
+        if data[name] == original:
+            del data[name]
     return spec_hash(data)
 
 
@@ -221,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny smoke-test recipe")
     p.add_argument("--length", type=int, choices=(256, 784), default=256,
                    help="sequence length: 16×16 digits (256) or the sMNIST shape 28×28 (784)")
+    p.add_argument("--siso-mimo", choices=tuple(SISO_MIMO),
+                   help="experiment B's SISO/MIMO comparison for this layer (L = 64)")
     p.add_argument("--results", type=Path, default=REPO / "docs" / "results",
                    help="run files go to RESULTS/runs/a/")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    recipe = QUICK if args.quick else RECIPE_784 if args.length == 784 else RECIPE
+    recipe = (QUICK if args.quick else SISO_MIMO[args.siso_mimo] if args.siso_mimo
+              else RECIPE_784 if args.length == 784 else RECIPE)
     os.chdir(REPO)
     if recipe.image_size == 28:
         write_digits_idx(REPO / DIGITS28)

@@ -183,6 +183,45 @@ SHAPES = {"a": "digits 16×16 (L = 256)",
           "a784": "digits upsampled to the sMNIST shape, 28×28 (L = 784; `digits28.py`)"}
 
 
+# experiment B's SISO/MIMO folders: layer → (folder, kind)
+SISO_MIMO = {"s4d": ("b-s4d", "SISO"), "s5": ("b-s5", "MIMO"), "lru": ("b-lru", "MIMO")}
+
+
+def siso_mimo_section(results: Path) -> list[str]:
+    """One row per layer of experiment B's SISO vs MIMO comparison (same recipe and τ; the S4D
+    block's state is H channels × N, the others' one n-state MIMO system)."""
+    rows = []
+    for layer, (folder, kind) in SISO_MIMO.items():
+        found, _ = RunStore(results / "runs").all(folder)
+        records, _ = current_runs(found)
+        arms = arms_of(records)
+        full, it = _twin(arms, "full", None), next((a for a in arms if a.kind == "in-training"),
+                                                    None)
+        if full is None or it is None:
+            continue
+        scratch, post = _twin(arms, "scratch", it.tau), _twin(arms, "post-training", it.tau)
+        n0 = next(iter(full.runs.values())).dims_final[0]
+        dims = summarise(sum(r.dims_final) for r in it.runs.values())
+        seeds = len(it.runs.keys() & full.runs.keys())
+        rows.append(
+            f"| {layer} | {kind} | {n0} | {dims.mean:.1f} ({100 * dims.mean / n0:.0f} %) | "
+            f"{_pm(summarise(full.acc().values()))} | {_pm(summarise(it.acc().values()))} | "
+            f"{_pt(paired(it.acc(), full.acc()))} | "
+            f"{_pt(paired(it.acc(), scratch.acc())) if scratch else '–'} | "
+            f"{_pt(paired(it.acc(), post.acc())) if post else '–'} | "
+            f"{_pm(it.ratio(full, 'cpu_s'), 1, 2)} | {seeds} |")
+    if not rows:
+        return []
+    return ["### B′. SISO (S4D) vs MIMO (S5, LRU): one block, raw digits (L = 64), same τ", "",
+            "Generated from `docs/results/runs/b-*/` (`campaign_a.py --siso-mimo LAYER`: "
+            "campaign A's harness and arms, n0 64, H 16, 1,000 steps, τ = 0.02). For S4D, n "
+            "is the per-channel N (its state is 16 × N); a reduction cuts every channel to the "
+            "same N. Differences are paired per seed (mean ± standard error).", "",
+            "| layer | kind | n0 | in-training final n (kept) | full test % | in-training % | "
+            "vs full | vs scratch | vs post-training | CPU × full | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *rows]
+
+
 def campaign_section(results: Path) -> list[str]:
     """Markdown lines of the campaigns and of the smoke recipe's runs, if any (none without
     run files)."""
@@ -190,6 +229,8 @@ def campaign_section(results: Path) -> list[str]:
     for experiment in SHAPES:
         part = experiment_section(results, experiment)
         lines += ([""] if lines and part else []) + part
+    siso = siso_mimo_section(results)
+    lines += ([""] if lines and siso else []) + siso
     quick = experiment_section(results, "a-quick")
     if quick:
         lines += ([""] if lines else []) + quick[:2] + [

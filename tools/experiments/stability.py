@@ -62,12 +62,31 @@ def subspace_overlap(q_a: torch.Tensor, q_b: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(q_a.mH @ q_b) ** 2 / q_a.shape[-1])
 
 
+def as_single_system(system: LTISystem) -> LTISystem:
+    """A batch of independent diagonal systems (S4D's H SISO channels: A (H, N), B (H, N, 1),
+    C (H, 1, N)) as the one block-diagonal (H·N)-state system with H inputs and outputs that
+    the layer is; its Gramians are block diagonal, so its HSVs are the union of the channels'.
+    Unbatched systems are returned as they are."""
+    if not (system.is_diagonal and system.A.ndim == 2):
+        return system
+    H, N = system.A.shape
+    m, p = system.B.shape[-1], system.C.shape[-2]
+    B = torch.zeros(H * N, H * m, dtype=system.B.dtype)
+    C = torch.zeros(H * p, H * N, dtype=system.C.dtype)
+    for h in range(H):
+        B[h * N:(h + 1) * N, h * m:(h + 1) * m] = system.B[h]
+        C[h * p:(h + 1) * p, h * N:(h + 1) * N] = system.C[h]
+    return LTISystem(system.A.reshape(H * N), B, C)
+
+
 def stability_report(snapshots: list[tuple[int, dict[str, LTISystem]]],
                      taus: tuple[float, ...]) -> dict:
     """Every measure of every snapshot against the last one, per block (JSON-able).
 
     ``snapshots``: (step, block name → system) in step order; the last is the reference.
     """
+    snapshots = [(s, {k: as_single_system(v) for k, v in systems.items()})
+                 for s, systems in snapshots]
     steps = [s for s, _ in snapshots]
     final = snapshots[-1][1]
     blocks = {}
@@ -119,5 +138,5 @@ def settledness_at(report: dict, steps: tuple[int, ...]) -> tuple[Settledness, .
         for s in steps for name, b in report["blocks"].items())
 
 
-__all__ = ["Settledness", "settledness_at", "modal_scores", "kendall_tau", "topr_overlap",
-           "kept_subspace", "subspace_overlap", "stability_report"]
+__all__ = ["as_single_system", "Settledness", "settledness_at", "modal_scores", "kendall_tau",
+           "topr_overlap", "kept_subspace", "subspace_overlap", "stability_report"]
