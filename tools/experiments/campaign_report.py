@@ -113,12 +113,16 @@ def targets(arms: list[Arm]) -> list[Target]:
             out.append(Target(f"τ={a.tau}: above from scratch at the same size",
                               _status(d.mean is not None and d.mean > 0, d.n),
                               f"{_pt(d)} (n = {d.n})"))
-        ratios = a.ratio(full, "wall_s")
-        out.append(Target(f"τ={a.tau}: wall time ≤ {WALL_TARGET}× full",
-                          _status(ratios.mean is not None and ratios.mean <= WALL_TARGET,
-                                  ratios.n),
+        # judged on wall AND CPU time: on a shared machine another user's load can make the
+        # full run's wall time, and so the ratio, look better than the work saved
+        ratios, cpu = a.ratio(full, "wall_s"), a.ratio(full, "cpu_s")
+        ok = (ratios.mean is not None and cpu.mean is not None
+              and max(ratios.mean, cpu.mean) <= WALL_TARGET)
+        out.append(Target(f"τ={a.tau}: wall time ≤ {WALL_TARGET}× full (and CPU time)",
+                          _status(ok, ratios.n),
                           "–" if ratios.mean is None else
-                          f"×{ratios.mean:.2f} ± {ratios.std:.2f} (n = {ratios.n})"))
+                          f"wall ×{ratios.mean:.2f} ± {ratios.std:.2f}, CPU ×{cpu.mean:.2f} ± "
+                          f"{cpu.std:.2f} (n = {ratios.n})"))
         post = _twin(arms, "post-training", a.tau)
         if post is not None:
             d = paired(a.acc(), post.acc())
