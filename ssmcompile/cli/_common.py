@@ -14,12 +14,32 @@ from typing import Any
 from ..errors import SSMCompileError, safe_text
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# A probe is one sequence the model runs on (capture, verification); a few hundred steps show a
+# block's behaviour, so lengths past this are a typo or an attempt to exhaust memory.
+MAX_PROBE_LENGTH = 65_536
+# Refuse a probe whose activations would take more than this (rough estimate, probe_bytes).
+PROBE_MEMORY_LIMIT = 2 * 1024**3
+# torch.Generator.manual_seed takes a 64-bit seed; larger ints overflow deep inside torch.
+MAX_SEED = 2**64 - 1
 
 
 def error_line(message: object) -> str:
     """``ssmcompile: error: <message>`` on one line."""
     return "ssmcompile: error: " + safe_text(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are ONE line, ``ssmcompile: error: <subcommand>:
+    <what>`` plus where to read the usage, with exit code 2 (``--help`` is unchanged).
+    Subcommand parsers made by ``add_subparsers`` get this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("ssmcompile").strip()
+        where = f"{command}: " if command else ""
+        print(error_line(f"{where}{message} (usage: {self.prog} --help)"), file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -58,7 +78,7 @@ def standalone_main(
     argv: Sequence[str] | None,
 ) -> int:
     """A subcommand run on its own (``python -m ssmcompile.cli.<name>``)."""
-    parser = argparse.ArgumentParser(prog=f"ssmcompile {name}", description=help_text)
+    parser = Parser(prog=f"ssmcompile {name}", description=help_text)
     add_quiet(parser)
     add_arguments(parser)
     args = parse(parser, argv)
@@ -90,6 +110,44 @@ def progress(quiet: bool, total: int, desc: str) -> Iterator[Callable[[str], Non
         bar.close()
 
 
+def check_probe(length: object, seed: object) -> None:
+    """ShapeError unless ``length`` is in [1, MAX_PROBE_LENGTH] and ``seed`` in [0, MAX_SEED]:
+    checked before anything is loaded."""
+    from ..errors import ShapeError
+
+    if isinstance(length, bool) or not isinstance(length, int) or not (
+            1 <= length <= MAX_PROBE_LENGTH):
+        raise ShapeError(f"--probe-length must be an int in [1, {MAX_PROBE_LENGTH}], "
+                         f"got {length!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ShapeError(f"--seed must be an int in [0, 2**64 - 1], got {seed!r}")
+
+
+def probe_bytes(spec: dict[str, Any], state_dims: dict[str, int], length: int) -> int:
+    """A rough upper estimate of the memory a probe of ``length`` steps takes through the model
+    ``spec`` describes (``state_dims``: its blocks' state sizes): per step and block, 16
+    float64 activations as wide as the widest of d_model, d_input and the states, plus the
+    complex state trajectory (4 numbers per state)."""
+    def size(key: str) -> int:
+        value = spec.get(key) if isinstance(spec, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+    widest = max([size("d_model"), size("d_input"), *state_dims.values()], default=1)
+    per_step = size("d_input") + sum(16 * widest + 4 * n for n in state_dims.values())
+    return 8 * length * max(per_step, 1)
+
+
+def check_probe_memory(spec: dict[str, Any], state_dims: dict[str, int], length: int) -> None:
+    """ShapeError when a probe of ``length`` steps would need more than PROBE_MEMORY_LIMIT."""
+    from ..errors import ShapeError
+
+    need = probe_bytes(spec, state_dims, length)
+    if need > PROBE_MEMORY_LIMIT:
+        raise ShapeError(f"--probe-length {length} would need about {need / 1e9:.1f} GB for "
+                         f"this model (limit {PROBE_MEMORY_LIMIT / 1e9:.1f} GB): use a shorter "
+                         "probe")
+
+
 def probe_input(spec: dict[str, Any], length: int, seed: int):
     """A (1, length, d_input) float or (1, length) token probe for the model ``spec`` describes.
 
@@ -99,8 +157,7 @@ def probe_input(spec: dict[str, Any], length: int, seed: int):
 
     from ..errors import ShapeError
 
-    if length < 1:
-        raise ShapeError(f"probe length must be >= 1, got {length}")
+    check_probe(length, seed)
     gen = torch.Generator().manual_seed(seed)
     d_input, vocab = spec.get("d_input"), spec.get("vocab_size")
     if isinstance(d_input, int) and d_input > 0:

@@ -39,10 +39,15 @@ def analyse_checkpoint(path: Path, probe_length: int, seed: int, quiet: bool = T
     import passes
 
     from ..api import run_pipeline
-    from ..io import load_checkpoint
+    from ..io import get_builder, load_checkpoint, read_checkpoint_meta
+    from ..io.builders import call_builder
 
+    _common.check_probe(probe_length, seed)
     with _common.progress(quiet, 2, "analyze") as advance:
         advance("loading")
+        meta = read_checkpoint_meta(path)
+        dims = call_builder("invalid spec", get_builder(meta.builder).state_dims, meta.spec)
+        _common.check_probe_memory(meta.spec, dims, probe_length)
         model, meta = load_checkpoint(path)
         x = _common.probe_input(meta.spec, probe_length, seed)
         if x.is_floating_point():
@@ -112,13 +117,12 @@ def plot_spectra(blocks: list[dict[str, Any]], out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import CheckpointError
-    from ..io.atomic import check_output_path
+    from ..io.atomic import check_not_input, check_output_path
 
-    if args.plot is not None:
-        check_output_path(args.plot)  # fail before the work, not after
-        if args.plot.resolve() == args.checkpoint.resolve():
-            raise CheckpointError("refusing to overwrite the input checkpoint with the plot")
+    _common.check_probe(args.probe_length, args.seed)
+    if args.plot is not None:  # fail before the work, not after
+        check_output_path(args.plot)
+        check_not_input(args.plot, [args.checkpoint], "plot")
     meta, report, analyses = analyse_checkpoint(args.checkpoint, args.probe_length, args.seed,
                                                 getattr(args, "quiet", False))
     blocks = block_summaries(report, analyses)

@@ -65,10 +65,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_outputs(checkpoint: Path, output: Path) -> None:
+    """CheckpointError, before the slow export, when the output's directory is missing or not
+    writable, or when the ``.onnx`` file or the ``.onnx.data`` weights file a large model gets
+    beside it would replace the input checkpoint."""
+    from ..io.atomic import check_not_input, check_output_path
+
+    check_output_path(output)
+    check_not_input(output, [checkpoint], "ONNX output")
+    check_not_input(output.with_name(output.name + ".data"), [checkpoint], "ONNX weights file")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..export import ParityError, export_onnx
     from ..io import load_checkpoint
 
+    check_outputs(args.checkpoint, args.output)
     quiet = bool(getattr(args, "quiet", False))
     with _common.progress(quiet, 2, "export") as advance:
         advance("loading")

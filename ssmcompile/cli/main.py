@@ -1,6 +1,7 @@
 """``ssmcompile``: dispatch to the subcommand modules that import (analyze, reduce, inspect,
 export, train). Our errors print ``ssmcompile: error: <message>`` and exit 1; usage errors
-exit 2; Ctrl-C exits 130."""
+print one such line too (``<subcommand>: <what> (usage: ... --help)``) and exit 2; Ctrl-C
+exits 130."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def available_subcommands() -> tuple[list[ModuleType], dict[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     modules, unavailable = available_subcommands()
     epilog = "; ".join(f"{name} unavailable: {why}" for name, why in unavailable.items())
-    parser = argparse.ArgumentParser(
+    parser = _common.Parser(
         prog="ssmcompile",
         description="Shrink state-space models: Hankel analysis and balanced truncation.",
         epilog=epilog or None,

@@ -36,11 +36,10 @@ def default_output(src: Path) -> Path:
 
 def check_output(src: Path, out: Path, force: bool) -> None:
     from ..errors import CheckpointError
-    from ..io.atomic import check_output_path
+    from ..io.atomic import check_not_input, check_output_path
 
     check_output_path(out)
-    if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
-        raise CheckpointError(f"refusing to overwrite the input checkpoint {src}")
+    check_not_input(out, [src], "reduced checkpoint")
     if out.exists() and not force:
         raise CheckpointError(f"output exists: {out} (use --force to overwrite)")
 
@@ -57,10 +56,12 @@ def reduce_checkpoint(src: Path, out: Path, policy, probe_length: int = 64, seed
     from ..io.builders import call_builder
     from ..train.reducer import history_events
 
+    _common.check_probe(probe_length, seed)
     meta = read_checkpoint_meta(src)
     builder = get_builder(meta.builder)
-    _policy.require_reduction(policy, call_builder("invalid spec", builder.state_dims,
-                                                   meta.spec))
+    dims = call_builder("invalid spec", builder.state_dims, meta.spec)
+    _policy.require_reduction(policy, dims)
+    _common.check_probe_memory(meta.spec, dims, probe_length)
     pipeline = passes.default_pipeline(policy, hinf=hinf, output=True)
     with _common.progress(quiet, 3, "reduce") as advance:
         advance("loading")
@@ -92,6 +93,7 @@ def _checkpoint_step(extra: dict[str, str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     policy = _policy.policy_from_args(args)
+    _common.check_probe(args.probe_length, args.seed)
     out = args.output if args.output is not None else default_output(args.checkpoint)
     check_output(args.checkpoint, out, args.force)
     report, events = reduce_checkpoint(args.checkpoint, out, policy, args.probe_length, args.seed,

@@ -6,6 +6,11 @@
 - Sequence graph (``sequence``): ``u`` (batch, length[, d_input]) → ``y``, batch AND length
   dynamic; each recurrence is one ONNX ``Scan`` node (``onnx_scan``), never unrolled.
   Each Scan iteration solves ``scan_chunk`` steps as matrix work (``onnx_chunked``; 1: one step).
+- Empty inputs: batch 0 or length 0 give an empty output of the right shape (a classify graph
+  at length 0: its pooled mean of no steps is 0 in onnxruntime, so ``y`` is the head's bias).
+  The scans pad such inputs to one step and crop the result (``onnx_builder.at_least_one_step``):
+  onnxruntime's Scan dies with SIGFPE on them; aten ops whose translation fails there are
+  overridden (``onnx_aten``).
 - Step graph (``step``): ``u_k`` plus named state tensors of the model's current (reduced) size
   → ``y_k`` plus the next state, for streaming inference.
 - The written ``.onnx`` is self-contained (weights inline) below protobuf's 2 GiB limit, and is

@@ -113,3 +113,27 @@ def complex_mul(g, ar, ai, br, bi):
         g("Sub", g("Mul", ar, br), g("Mul", ai, bi)),
         g("Add", g("Mul", ar, bi), g("Mul", ai, br)),
     )
+
+
+
+def at_least_one_step(g: OuterGraph, x, rank: int = 3):
+    """``x`` (batch, length, ...) of ``rank`` axes, zero-padded at the end to batch ≥ 1 and
+    length ≥ 1.
+
+    onnxruntime's ``Scan`` kills the process with SIGFPE (an integer division by zero, no
+    exception to catch) when a scanned input has batch 0 or length 0, and refuses a
+    ``Reshape`` with a -1 next to a 0. Padding keeps those sizes ≥ 1 and :func:`crop_steps`
+    cuts the result back, so an empty input gives an empty output. Padding at the end changes
+    no real output: the scans are causal and their batch rows independent.
+    """
+    one = g.ints(1)
+    grow = [g("Sub", g("Max", size, one), size) for size in (g.dims(x, 0), g.dims(x, 1))]
+    pads = [g.ints(*([0] * rank)), *grow]
+    if rank > 2:
+        pads.append(g.ints(*([0] * (rank - 2))))
+    return g("Pad", x, g.concat(*pads))
+
+
+def crop_steps(g: OuterGraph, y, like):
+    """``y`` cut to the batch and length of ``like`` (both (batch, length, ...))."""
+    return g("Slice", y, g.ints(0, 0), g.dims(like, 0, 1), g.ints(0, 1))

@@ -40,10 +40,18 @@ def _doublings(chunk: int) -> int:
 
 
 def _pad_to_chunks(g: OuterGraph, bu, chunk: int):
-    """(batch, L, n) → (batch, ceil(L/T)·T, n), zeros appended."""
-    t = g.ints(chunk)
-    pad = g("Mod", g("Sub", t, g("Mod", g.dims(bu, 1), t)), t)
-    return g("Pad", bu, g.concat(g.ints(0, 0, 0, 0), pad, g.ints(0)))
+    """(B, L, n) → (max(B, 1), max(ceil(L/T), 1)·T, n), zeros appended.
+
+    At least one batch row and one chunk: onnxruntime's Scan dies with SIGFPE on a scanned
+    axis of size 0, and a Reshape with -1 next to a 0 is refused (``onnx_builder``'s
+    ``at_least_one_step``). The callers crop the padding off their outputs.
+    """
+    t, one = g.ints(chunk), g.ints(1)
+    batch, length = g.dims(bu, 0), g.dims(bu, 1)
+    chunks = g("Max", g("Div", g("Add", length, g.ints(chunk - 1)), t), one)
+    pad_batch = g("Sub", g("Max", batch, one), batch)
+    pad_length = g("Sub", g("Mul", chunks, t), length)
+    return g("Pad", bu, g.concat(g.ints(0, 0, 0), pad_batch, pad_length, g.ints(0)))
 
 
 # ---------------------------------------------------------------------------------- diagonal
@@ -114,14 +122,15 @@ def chunked_diagonal_scan(lam_re, lam_im, bu_re, bu_im, chunk: int, matmul_carry
     """
     g, T = OuterGraph(bu_re.dtype), chunk
     kernel, end_re, end_im, decay = _diagonal_matrices(g, lam_re, lam_im, T)
-    n, batch, length = g.dims(bu_re, 2), g.dims(bu_re, 0), g.dims(bu_re, 1)
+    padded_re, padded_im = _pad_to_chunks(g, bu_re, T), _pad_to_chunks(g, bu_im, T)
+    n, batch = g.dims(bu_re, 2), g.dims(padded_re, 0)
     # Modes go first through a 2-D transpose: onnxruntime's N-D Transpose measured ~20x slower.
     rows, per_chunk = g.concat(g.ints(-1), n), g.ints(0, -1, T)
 
     def modes_first(x):  # (B, L, n) → (n, B·C, T)
-        return g("Reshape", g("Transpose", g("Reshape", _pad_to_chunks(g, x, T), rows)), per_chunk)
+        return g("Reshape", g("Transpose", g("Reshape", x, rows)), per_chunk)
 
-    u_re, u_im = modes_first(bu_re), modes_first(bu_im)
+    u_re, u_im = modes_first(padded_re), modes_first(padded_im)
     local_ends = g("Add", g("MatMul", u_re, end_re), g("MatMul", u_im, end_im))  # (n, B·C, 2)
     carry = _diagonal_carry_matmul if matmul_carry else _diagonal_carry_elementwise
     h = carry(g, decay, local_ends, n, batch, bu_re.dtype)  # (n, B·C, 2)
@@ -130,9 +139,11 @@ def chunked_diagonal_scan(lam_re, lam_im, bu_re, bu_im, chunk: int, matmul_carry
     x = g("MatMul", g("Unsqueeze", u_aug, g.ints(1)), kernel)  # (n, 2, B·C, T)
     x = g("Transpose", g("Reshape", x, g.concat(n, g.ints(-1))))  # (2·B·C·T, n)
     x = g("Reshape", x, g.concat(g.ints(2), batch, g.ints(-1), n))  # (2, B, C·T, n)
+    ends = g.dims(bu_re, 0, 1)
     parts = []
     for part in (0, 1):  # real, imaginary; padding dropped
-        picked = g("Slice", x, g.ints(part, 0), g.concat(g.ints(part + 1), length), g.ints(0, 2))
+        picked = g("Slice", x, g.ints(part, 0, 0), g.concat(g.ints(part + 1), ends),
+                   g.ints(0, 1, 2))
         parts.append(g("Squeeze", picked, g.ints(0)))
     return parts[0], parts[1]
 
@@ -229,13 +240,13 @@ def chunked_dense_scan(A, bu, chunk: int):
     decay = g("Squeeze", g("Gather", powers, g.ints(T), axis=0), g.ints(0))  # G^T (n, n)
 
     padded = _pad_to_chunks(g, bu, T)
-    per_batch = g.concat(g.dims(bu, 0), g.ints(-1), n)  # (B, ·, n)
+    per_batch = g.concat(g.dims(padded, 0), g.ints(-1), n)  # (B, ·, n)
     u = g("Reshape", padded, g.concat(g.ints(-1), tn))  # (B·C, T·n)
     ends = g("Reshape", g("MatMul", u, last), per_batch)  # (B, C, n)
     h = _dense_carry_scan(g, decay, ends, bu.dtype)
     u_aug = g.concat(u, g("Reshape", h, g.concat(g.ints(-1), n)), axis=1)  # (B·C, (T+1)·n)
     x = g("Reshape", g("MatMul", u_aug, kernel), per_batch)
-    return g("Slice", x, g.ints(0), g.dims(bu, 1), g.ints(1))  # padding dropped
+    return g("Slice", x, g.ints(0, 0), g.dims(bu, 0, 1), g.ints(0, 1))  # padding dropped
 
 
 def _dense_carry_scan(g: OuterGraph, decay, ends, dtype):

@@ -74,46 +74,66 @@ def _umask() -> int:
     return mask
 
 
+def _write_model(model, fd: int, tmp: Path, path: Path) -> Path | None:
+    """Serialise ``model`` into the temp file ``tmp`` (open as ``fd``), fsync'ed; returns the
+    side data file for weights above INLINE_LIMIT_BYTES, else None."""
+    import onnx
+
+    if _tensor_bytes(model) < INLINE_LIMIT_BYTES:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        return None
+    os.close(fd)
+    data_path = path.with_name(path.name + ".data")
+    onnx.save_model(
+        model,
+        tmp,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_path.name,
+        size_threshold=0,
+    )
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    return data_path
+
+
+def _os_error(err: OSError, path: Path) -> ExportError:
+    # A full or read-only disk is the user's to fix: one line, not a traceback.
+    return ExportError(f"cannot write {path}: {err.strerror or err}")
+
+
 @contextlib.contextmanager
 def staged_onnx_file(model, path: Path) -> Iterator[tuple[Path, Path | None]]:
     """Write ``model`` to a temporary file next to ``path``; yield ``(temp, data_path)``.
 
     On normal exit the temporary file replaces ``path``; on an exception it is removed (and
-    ``path`` is left as it was). ``data_path`` is ``None`` when all weights are inline.
+    ``path`` is left as it was). ``data_path`` is ``None`` when all weights are inline. Temp
+    files that killed writers left beside ``path`` are removed first (``io.atomic.make_temp``).
     """
     import onnx
 
     path = check_output_path(path)
     fd, tmp_name = make_temp(path)
     tmp = Path(tmp_name)
-    data_path: Path | None = None
     try:
-        if _tensor_bytes(model) < INLINE_LIMIT_BYTES:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            os.close(fd)
-            data_path = path.with_name(path.name + ".data")
-            onnx.save_model(
-                model,
-                tmp,
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_path.name,
-                size_threshold=0,
-            )
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would surprise a deployment
+        try:
+            data_path = _write_model(model, fd, tmp, path)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would surprise a deployment
+        except OSError as err:
+            raise _os_error(err, path) from None
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as err:
             line = (str(err).strip().splitlines() or [""])[0]
             raise ExportError(f"exported model is not valid ONNX: {line}") from None
         yield tmp, data_path
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _os_error(err, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .onnx_builder import BodyBuilder, OuterGraph, complex_mul, exporter_helper
+from .onnx_builder import (
+    BodyBuilder,
+    OuterGraph,
+    at_least_one_step,
+    complex_mul,
+    crop_steps,
+    exporter_helper,
+)
 from .onnx_chunked import chunked_dense_scan, chunked_diagonal_scan
 from .onnx_selective import SELECTIVE_SCAN, selective_scan_translation
 from .result import ExportError
@@ -62,9 +69,8 @@ def layer_chunk(chunk: int, n: int | None, max_width: int) -> int:
     return fit if fit >= MIN_LAYER_CHUNK else 1
 
 
-def _zero_state(bu):
-    """(batch, n) zeros shaped like one time slice of ``bu`` (batch, length, n), same dtype."""
-    g = OuterGraph(bu.dtype)
+def _zero_state(g: OuterGraph, bu):
+    """(batch, n) zeros shaped like one time slice of ``bu`` (batch, length, n), in g's dtype."""
     return g.fill(g.dims(bu, 0, 2), 0.0)
 
 
@@ -89,12 +95,13 @@ def diagonal_scan_to_onnx(lam_re, lam_im, bu_re, bu_im):
     # A graph may not list one value as two outputs: the scan outputs get their own names.
     y_re, y_im = body("Identity", x_re), body("Identity", x_im)
     graph = body.graph([s_re, s_im, u_re, u_im], [x_re, x_im, y_re, y_im], "diagonal_scan")
-    zeros = _zero_state(bu_re)
+    p_re, p_im = at_least_one_step(g, bu_re), at_least_one_step(g, bu_im)
+    zeros = _zero_state(g, p_re)
     outs = g.outputs(
-        "Scan", zeros, g("Identity", zeros), bu_re, bu_im, count=4, body=graph,
+        "Scan", zeros, g("Identity", zeros), p_re, p_im, count=4, body=graph,
         num_scan_inputs=2, scan_input_axes=[1, 1], scan_output_axes=[1, 1],
     )  # fmt: skip
-    return outs[2], outs[3]
+    return crop_steps(g, outs[2], bu_re), crop_steps(g, outs[3], bu_re)
 
 
 def dense_scan_to_onnx(A, bu):
@@ -108,11 +115,12 @@ def dense_scan_to_onnx(A, bu):
     s, u = body.input("s", [None, _state_width(bu)]), body.input("u", [None, _state_width(bu)])
     x = body("Add", body("MatMul", s, a_t), u)
     graph = body.graph([s, u], [x, body("Identity", x)], "dense_scan")
+    padded = at_least_one_step(g, bu)
     outs = g.outputs(
-        "Scan", _zero_state(bu), bu, count=2, body=graph,
+        "Scan", _zero_state(g, padded), padded, count=2, body=graph,
         num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1],
     )  # fmt: skip
-    return outs[1]
+    return crop_steps(g, outs[1], bu)
 
 
 def diagonal_scan_translation(chunk: int) -> Callable:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .onnx_builder import BodyBuilder, OuterGraph
+from .onnx_builder import BodyBuilder, OuterGraph, at_least_one_step, crop_steps
 
 SELECTIVE_SCAN = "ssmcompile::selective_scan"
 
@@ -40,7 +40,7 @@ def selective_scan_to_onnx(u, delta, A, B, C):
     per_group = g("Div", g.dims(u, 2), g.dims(B, 2))
     expand_shape = g.concat(g.ints(1, 1), per_group, g.ints(1))
     merged_shape = g.concat(g.ints(0, -1), g.dims(B, 3))
-    state_shape = g.concat(g.dims(u, 0), g.dims(u, 2), g.dims(B, 3))
+    state_shape = g.concat(g("Max", g.dims(u, 0), g.ints(1)), g.dims(u, 2), g.dims(B, 3))
 
     body = BodyBuilder(u.dtype)
     s = body.input("h", [None, D, N])
@@ -58,11 +58,12 @@ def selective_scan_to_onnx(u, delta, A, B, C):
     y = body("ReduceSum", body("Mul", h, channels(c_t)), axis2)  # keepdims: (batch, D, 1)
     y = body("Squeeze", y, axis2)
     graph = body.graph([s, u_t, dt_t, b_t, c_t], [h, y], "selective_scan")
+    scanned = [at_least_one_step(g, x, rank) for x, rank in ((u, 3), (delta, 3), (B, 4), (C, 4))]
     outs = g.outputs(
-        "Scan", g.fill(state_shape, 0.0), u, delta, B, C, count=2, body=graph,
+        "Scan", g.fill(state_shape, 0.0), *scanned, count=2, body=graph,
         num_scan_inputs=4, scan_input_axes=[1, 1, 1, 1], scan_output_axes=[1],
     )  # fmt: skip
-    return outs[1]
+    return crop_steps(g, outs[1], u)
 
 
 def selective_scan_translation(chunk: int) -> Callable:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .onnx_aten import aten_overrides
 from .onnx_scan import DEFAULT_SCAN_CHUNK, scan_ops_in, scan_translation_table
 from .result import ExportError
 
@@ -97,7 +98,7 @@ def export_program(
                 "the model's recurrence did not trace to a scan custom op (ssmcompile.ops); "
                 "its ONNX graph would be unrolled over time"
             )
-        table = scan_translation_table(ops, scan_chunk)
+        table = {**aten_overrides(program.graph), **scan_translation_table(ops, scan_chunk)}
         try:
             onnx_program = torch.onnx.export(
                 program,

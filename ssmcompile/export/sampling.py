@@ -13,6 +13,9 @@ from .result import ExportError
 DEFAULT_EXPORT_LENGTH = 16
 # Batch 1 would let torch.export specialise the batch axis to a constant.
 EXPORT_BATCH = 2
+# The graph runs at any length, so a longer trace buys nothing but time and memory (the
+# check runs at 2L + 3).
+MAX_EXPORT_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 def export_example(sampler: InputSampler, length: int) -> Tensor:
     """A (EXPORT_BATCH, length, ...) example for tracing (fixed seed: exports are reproducible)."""
-    if not isinstance(length, int) or isinstance(length, bool) or length < 2:
+    if not isinstance(length, int) or isinstance(length, bool) or not (
+            2 <= length <= MAX_EXPORT_LENGTH):
         # Length 1 would let torch.export specialise the time axis to a constant.
-        raise ExportError(f"export length must be an int >= 2, got {length!r}")
+        raise ExportError(f"export length must be an int in [2, {MAX_EXPORT_LENGTH}], "
+                          f"got {length!r}")
     return sampler.sequence(EXPORT_BATCH, length, torch.Generator().manual_seed(0))

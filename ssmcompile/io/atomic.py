@@ -85,6 +85,31 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once symlinks are resolved, or,
+    both existing, the same inode (a hard link, or a bind mount)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: fall back to the inode
+        pass
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them does not exist (yet)
+        return False
+
+
+def check_not_input(out: str | os.PathLike[str], inputs, what: str = "output") -> Path:
+    """``out`` as a Path, or CheckpointError when writing it would replace one of ``inputs``
+    (``None`` entries are skipped); ``what`` names the output in the message."""
+    out = Path(out)
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise CheckpointError(f"refusing to overwrite the input checkpoint {src}: the {what} "
+                                  f"{out} is the same file")
+    return out
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; the directory is fsynced too. Returns the Path."""
     out = check_output_path(path)
