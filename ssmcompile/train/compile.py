@@ -29,6 +29,18 @@ def should_compile(setting: str, device: torch.device) -> bool:
     return setting == "on"
 
 
+def check_backend(name: str) -> None:
+    """``name`` is a registered torch.compile backend (ConfigError otherwise), checked before a
+    run starts: an unknown one used to fail as torch's InvalidBackend at the first step."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    try:
+        lookup_backend(name)
+    except Exception:  # noqa: BLE001 - torch raises InvalidBackend, or a plugin's own error
+        raise ConfigError(f"compile_backend {name!r} is not a torch.compile backend (see "
+                          "torch._dynamo.list_backends())") from None
+
+
 def compile_model(module: nn.Module, backend: str = "inductor") -> nn.Module:
     """A fresh compiled wrapper around ``module`` (whole model, one graph when possible).
 
@@ -40,4 +52,4 @@ def compile_model(module: nn.Module, backend: str = "inductor") -> nn.Module:
     return torch.compile(module, backend=backend)
 
 
-__all__ = ["should_compile", "compile_model"]
+__all__ = ["should_compile", "compile_model", "check_backend"]

@@ -38,6 +38,9 @@ def default_pipeline(tau: float = DEFAULT_TAU) -> str:
 
     from ..compiler import RankPolicy
 
+    # τ is a fraction of the Hankel energy: outside (0, 1) every event would be skipped
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
+        raise ConfigError(f"tau must be in (0, 1), got {tau}")
     return passes.default_pipeline_text(RankPolicy(tau=tau))
 
 
@@ -168,6 +171,8 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], *, base: TrainConfig | None = None) -> TrainConfig:
         """Overlay ``data`` (the TOML layout, ``preset`` key allowed) on ``base`` or the
         preset it names, or the defaults."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a table of keys, got {type(data).__name__}")
         data = dict(data)
         preset = data.pop("preset", None)
         if preset is not None:
@@ -190,40 +195,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def _validate(c: TrainConfig) -> None:
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
+    from .config_limits import validate  # the limits module reads these classes
 
-    for name in ("steps", "threads", "eval_every", "log_every", "checkpoint_every",
-                 "probe_size"):
-        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
-    need(c.keep_last >= 1, f"keep_last must be >= 1, got {c.keep_last}")
-    need(c.scan_threads >= 0, f"scan_threads must be >= 0, got {c.scan_threads}")
-    need(c.compile in ("auto", "on", "off"), f"compile must be auto|on|off, got {c.compile!r}")
-    need(c.device == "cpu" or c.device.startswith("cuda"),
-         f"device must be cpu or cuda[:N], got {c.device!r}")
-    need(c.data.dataset in ("digits", "mnist", "text"),
-         f"data.dataset must be digits|mnist|text, got {c.data.dataset!r}")
-    need(c.data.dataset == "digits" or c.data.path is not None,
-         f"data.dataset={c.data.dataset!r} needs data.path")
-    need(c.data.batch_size >= 1, f"data.batch_size must be >= 1, got {c.data.batch_size}")
-    need(c.model.norm in ("auto", "batch", "layer"),
-         f"model.norm must be auto|batch|layer, got {c.model.norm!r}")
-    need(c.model.layer not in SELECTIVE_LAYERS or c.data.dataset == "text",
-         f"model.layer={c.model.layer!r} is a language model: it needs data.dataset='text'")
-    need(c.model.state_dim >= 1 and c.model.n_blocks >= 1 and c.model.d_model >= 1,
-         "model.state_dim, model.n_blocks and model.d_model must be >= 1")
-    need(not c.model.state_dims or (len(c.model.state_dims) == c.model.n_blocks
-                                   and min(c.model.state_dims) >= 1),
-         f"model.state_dims needs one n >= 1 per block ({c.model.n_blocks}), "
-         f"got {list(c.model.state_dims)}")
-    o = c.optim
-    need(o.lr > 0 and o.ssm_lr_factor > 0, "optim.lr and optim.ssm_lr_factor must be > 0")
-    need(0 <= o.warmup_fraction < 1, f"optim.warmup_fraction must be in [0, 1), got "
-                                     f"{o.warmup_fraction}")
-    need(0 <= o.min_lr_fraction <= 1, "optim.min_lr_fraction must be in [0, 1]")
-    need(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 or unset")
-    need(c.pragmatic.tolerance >= 0, "pragmatic.tolerance must be >= 0")
+    validate(c, ConfigError)
 
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "PragmaticConfig",

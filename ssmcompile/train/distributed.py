@@ -88,6 +88,24 @@ class DistContext:
         return float(t) / self.world_size
 
 
+def check_device(device: str) -> None:
+    """``device`` exists here (ConfigError otherwise): checked before a run creates anything,
+    because torch's own failure is an AssertionError deep inside the first ``.to``."""
+    from .config import ConfigError
+
+    if device == "cpu":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device is available (this torch build "
+                          f"{'has no CUDA' if torch.version.cuda is None else 'sees no GPU'}); "
+                          "use --device cpu")
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"device {device!r}: there are {count} CUDA device(s) (cuda:0.."
+                          f"cuda:{count - 1})")
+
+
 def init_distributed(device: str = "cpu") -> DistContext:
     """Join the job described by the torchrun environment, or a 1-process context without it.
 
@@ -125,4 +143,5 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["DistContext", "DistributedError", "init_distributed", "wrap_ddp", "shutdown"]
+__all__ = ["DistContext", "DistributedError", "init_distributed", "wrap_ddp", "shutdown",
+           "check_device"]

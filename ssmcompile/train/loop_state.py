@@ -12,7 +12,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..errors import SSMCompileError
+from ..errors import CheckpointError, SSMCompileError
 from ..io import CheckpointMeta
 from .checkpoints import RunDirectory
 from .data import BatchStream
@@ -35,11 +35,16 @@ from .state_io import (
 
 def load_resume_point(run_dir: RunDirectory, world_size: int, builder: str,
                       load: Callable[[Path], tuple[nn.Module, CheckpointMeta]]
-                      ) -> tuple[str, nn.Module, CheckpointMeta, TrainerState]:
-    """The newest consistent checkpoint of ``run_dir``: its stem, model (rebuilt by ``load``),
-    weights metadata and trainer state; a run of another model ``builder`` cannot resume."""
+                      ) -> tuple[str, nn.Module, CheckpointMeta, TrainerState] | None:
+    """The newest consistent checkpoint of ``run_dir`` (of its ``run_id``): its stem, model
+    (rebuilt by ``load``), weights metadata and trainer state; None when the run has none yet
+    (killed before its first complete checkpoint); a run of another model ``builder`` cannot
+    resume."""
     run_dir.remove_stale_temp_files()
-    stem = run_dir.resume_stem(world_size)
+    try:
+        stem = run_dir.resume_stem(world_size)
+    except CheckpointError:
+        return None
     model, meta = load(run_dir.weights(stem))
     if meta.builder != builder:
         raise SSMCompileError(f"cannot resume: the run's model is {meta.builder!r}, this "
@@ -49,7 +54,8 @@ def load_resume_point(run_dir: RunDirectory, world_size: int, builder: str,
 
 def capture_state(step: int, checkpoint_id: str, model: nn.Module, optimizer: Optimizer,
                   scheduler: LRScheduler, stream: BatchStream, metrics: list[MetricRecord],
-                  flags: RunFlags, guard: PragmaticGuard, threads: int) -> TrainerState:
+                  flags: RunFlags, guard: PragmaticGuard, threads: int,
+                  window: list[tuple[float, float]]) -> TrainerState:
     data_pos, perm = stream.state()
     return TrainerState(
         step=step, checkpoint_id=checkpoint_id,
@@ -57,7 +63,8 @@ def capture_state(step: int, checkpoint_id: str, model: nn.Module, optimizer: Op
         groups=group_layout(optimizer, model),
         scheduler={k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
         data=data_pos, perm=perm, rng=capture_rng(), metrics=list(metrics),
-        flags=RunFlags(**flags.to_dict()), pending=guard.pending, threads=threads)
+        flags=RunFlags(**flags.to_dict()), pending=guard.pending, threads=threads,
+        window=list(window))
 
 
 def restore_state(saved: TrainerState, model: nn.Module, optimizer: Optimizer,

@@ -3,7 +3,7 @@ cost validation accuracy.
 
 Just before an event the trainer measures validation accuracy (the *baseline*) and hands the
 model, its reduction history and its optimizer state (by parameter name) to ``keep``: they are
-held in memory and, when the run has a directory, in ``DIR/pragmatic.*`` so that a resumed run
+held in memory and, when the run has a directory, in ``DIR/pragmatic-STEP.*`` so that a resumed run
 can still roll back. At the next evaluation ``judge`` says whether accuracy fell by more than
 ``tolerance`` below the baseline; the trainer then rolls back (and stops reducing) or settles.
 """
@@ -48,7 +48,7 @@ class PragmaticGuard:
         """After a resume: reload the snapshot a pending event left on disk."""
         self.pending = pending
         if pending is not None and self.run_dir is not None:
-            model, meta = self.load(self.run_dir.weights("pragmatic"))
+            model, meta = self.load(self.run_dir.snapshot_weights(pending.step))
             self.snapshot = Snapshot(model.to(device).train(), list(meta.history),
                                      self.run_dir.snapshot_optimizer(pending.step))
 
@@ -67,10 +67,10 @@ class PragmaticGuard:
         return val_acc < self.pending.baseline - self.config.tolerance
 
     def settle(self) -> None:
-        """Forget the pending event and its snapshot (accepted, rolled back or a no-op)."""
+        """Forget the pending event and its snapshot (accepted, rolled back or a no-op). Its
+        files stay until the next checkpoint, which no longer refers to them, is complete
+        (``RunDirectory.save_step``): until then a resume still needs them."""
         self.pending, self.snapshot = None, None
-        if self.run_dir is not None and self.writes:
-            self.run_dir.drop_snapshot()
 
 
 __all__ = ["PragmaticGuard", "Snapshot"]

@@ -4,10 +4,11 @@ One safetensors file (no pickle): tensors for the optimizer state (keyed by *par
 ``optim/<param>/<key>``), the torch CPU (and CUDA) generator state as uint8, numpy's Mersenne
 state and the data permutation; JSON metadata for the rest — global step, LR-scheduler state,
 optimizer group hyper-parameters and membership (by name), Python ``random`` state, data
-position, metrics so far, the run flags and pending pragmatic event (``run_state``), thread
-count, and the checkpoint id that pairs this file with its weights file. Under DDP each rank
-> 0 writes its own RNG file (``save_rank_rng``), paired by the same id: ranks draw their own
-dropout streams, so rank 0's RNG state alone cannot resume them. Loading checks names and
+position, metrics so far with the (loss, score) of the steps since the last train record,
+the run flags and pending pragmatic event (``run_state``), thread count, and the checkpoint
+id that pairs this file with its weights file. Under DDP each rank > 0 writes its own RNG
+file (``save_rank_rng``), paired by the same id: ranks draw their own dropout streams, so
+rank 0's RNG state alone cannot resume them. Loading checks names and
 shapes against the live model before touching the optimizer (``Optimizer.load_state_dict``
 does not, and fails only at ``step()``).
 """
@@ -15,6 +16,7 @@ does not, and fails only at ``step()``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -149,6 +151,8 @@ class TrainerState:
     the LR scheduler's ``state_dict`` (JSON-able); ``data``: ``{"epoch", "position"}`` with
     ``perm`` the epoch's permutation; ``rng``: (tensors, meta) from ``capture_rng``;
     ``flags``: the loop's flags; ``pending``: an event pragmatic mode has not judged yet;
+    ``window``: (loss, score) of the steps since the last train record, so that the first
+    record after a resume averages the same steps as an uninterrupted run's;
     ``checkpoint_id`` pairs it with weights.
     """
 
@@ -164,6 +168,7 @@ class TrainerState:
     flags: RunFlags = field(default_factory=lambda: RunFlags(run_id=""))
     pending: PendingEvent | None = None
     threads: int = 1
+    window: list[tuple[float, float]] = field(default_factory=list)
 
 
 def save_trainer_state(path: str | os.PathLike[str], state: TrainerState):
@@ -185,11 +190,17 @@ def save_trainer_state(path: str | os.PathLike[str], state: TrainerState):
         "rng": rng_meta, "metrics": records_to_json(state.metrics),
         "flags": state.flags.to_dict(),
         "pending": None if state.pending is None else state.pending.to_dict(),
-        "threads": state.threads,
+        "threads": state.threads, "window": [[_finite_or_text(v) for v in pair]
+                                             for pair in state.window],
     }
     meta = {"format": STATE_FORMAT, "version": str(STATE_VERSION),
             "state": json.dumps(body, allow_nan=False)}
     return save_tensors_atomic(path, tensors, meta)
+
+
+def _finite_or_text(value: float) -> float | str:
+    # JSON has no NaN/Inf; a diverging step's loss is kept as text (float() reads it back)
+    return value if math.isfinite(value) else repr(value)
 
 
 def load_trainer_state(path: str | os.PathLike[str]) -> TrainerState:
@@ -213,6 +224,7 @@ def load_trainer_state(path: str | os.PathLike[str]) -> TrainerState:
             rng=(rng_tensors, body["rng"]), metrics=records_from_json(body["metrics"]),
             flags=RunFlags.from_dict(body["flags"]),
             pending=PendingEvent.from_dict(body["pending"]), threads=int(body["threads"]),
+            window=[(float(loss), float(score)) for loss, score in body.get("window", [])],
         )
     except (KeyError, TypeError, ValueError, CheckpointError) as err:
         raise CheckpointError(f"{path}: malformed trainer state ({err})") from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,124 +29,66 @@ from torch import Tensor, nn
 
 import passes
 
-from ..api import prepare
 from ..compiler import parse_pipeline
 from ..compiler.precision import describe_exception
 from ..errors import SSMCompileError
 from ..ops.threads import available_cores, set_scan_threads
 from . import records
 from .build import config_json, progress_bar
-from .checkpoints import RunDirectory
-from .compile import compile_model, should_compile
 from .config import TrainConfig
-from .data import BatchStream, TaskData, load_task
-from .distributed import init_distributed, shutdown, wrap_ddp
+from .data import TaskData
+from .distributed import shutdown
 from .evaluation import evaluate
-from .loop_state import capture_state, load_resume_point, restore_state
-from .metrics import MetricsLog, plot_hsv_spectra, plot_training
-from .optim_surgery import assign_groups, make_lr_schedule, make_optimizer
-from .pragmatic import PragmaticGuard
+from .loop_state import capture_state
+from .metrics import plot_hsv_spectra, plot_training
+from .optim_surgery import assign_groups
 from .reducer import Pipeline, reduce_model
 from .result import TrainResult
+from .run_dir import RunSession, check_start
 from .run_model import ModelFactory, run_model
-from .run_state import RunFlags
-from .state_io import optimizer_state_by_name, restore_optimizer_state, seed_run
-from .task import TASKS, LossFn, Task, as_task
+from .state_io import optimizer_state_by_name, restore_optimizer_state
+from .task import LossFn, Task
+from .trainer_setup import RunSetup
 from .user_data import SplitLike, user_task_data
 
 Callback = Callable[["Trainer", int], None]
 
 
-class Trainer:
+class Trainer(RunSetup):
     """``Trainer(config, pipeline=None).fit() -> TrainResult``.
 
     ``pipeline``: a pipeline string or pass list run at each event (default
     ``config.pipeline``); ``resume``: continue from ``config.out_dir``; ``callbacks``: called as
-    ``cb(trainer, step)`` after each optimizer step; ``data``: a ready ``TaskData`` (see
-    ``user_task_data``) or a training split (``(x, y)`` tensors, a ``Dataset``) instead of the
-    one ``config.data`` names; ``model``: your model or a factory of it instead of
-    ``config.model``, checkpointed under ``builder`` (default ``"user-model"``); ``task``: how
-    a batch is scored (default: the data's task). During ``fit``: ``model`` is the raw module,
-    ``forward_model`` the (DDP/compiled) one that trains, ``step`` the updates done, ``dims``
-    the blocks' state dimensions.
+    ``cb(trainer, step)`` after each optimizer step; ``force``: start a new run in a
+    directory that holds files (an earlier run's are deleted, see ``run_dir``); ``override``:
+    config fields a resume may change (``run_identity.OVERRIDABLE``); ``data``: a ready
+    ``TaskData`` (see ``user_task_data``) or a training split (``(x, y)`` tensors, a
+    ``Dataset``) instead of the one ``config.data`` names; ``model``: your model or a factory
+    of it instead of ``config.model``, checkpointed under ``builder`` (default
+    ``"user-model"``); ``task``: how a batch is scored (default: the data's task). During
+    ``fit``: ``model`` is the raw module, ``forward_model`` the (DDP/compiled) one that
+    trains, ``step`` the updates done, ``dims`` the blocks' state dimensions.
     """
 
     def __init__(self, config: TrainConfig, pipeline: Pipeline | None = None, *,
                  resume: bool = False, callbacks: Sequence[Callback] = (),
                  data: TaskData | SplitLike | None = None,
                  model: nn.Module | ModelFactory | None = None,
-                 task: Task | str | LossFn | None = None, builder: str | None = None) -> None:
+                 task: Task | str | LossFn | None = None, builder: str | None = None,
+                 force: bool = False, override: Sequence[str] = ()) -> None:
         self.config = config
         self.pipeline = pipeline if pipeline is not None else config.pipeline
         if isinstance(self.pipeline, str):
             # a typo fails now, not at the first event
             parse_pipeline(self.pipeline, passes.default_registry())
-        self.resume = resume
+        # everything cheap is checked before a file is created (device, schedule, options)
+        self.override = check_start(config, resume=resume, force=force, override=override)
+        self.resume, self.force = resume, force
         self.callbacks = tuple(callbacks)
         self.data = data if data is None or isinstance(data, TaskData) else user_task_data(data)
         self.source = run_model(config, self.data, model, builder) if model is not None else None
         self.task_arg = task
-        if resume and config.out_dir is None:
-            raise SSMCompileError("resume needs config.out_dir (the run directory)")
-
-    # ---- setup ---------------------------------------------------------------------------
-
-    def _setup(self) -> None:
-        cfg = self.config
-        self.ctx = init_distributed(cfg.device)
-        self.device = self.ctx.device
-        self.data = self.data or load_task(cfg.data)
-        self.task = as_task(self.task_arg, self.data.task if self.data.task in TASKS
-                            else "classify")
-        self.source = self.source or run_model(cfg, self.data)
-        self.run_dir = (RunDirectory(cfg.out_dir, cfg.keep_last, self.source.builder)
-                        if cfg.out_dir else None)
-        self.stream = BatchStream(len(self.data.train), cfg.data.batch_size, cfg.seed,
-                                  rank=self.ctx.rank, world_size=self.ctx.world_size)
-        saved = None
-        if self.resume:
-            stem, model, meta, saved = load_resume_point(
-                self.run_dir, self.ctx.world_size, self.source.builder, self.source.load)
-            self.initial_spec, self.history = meta.initial_spec, list(meta.history)
-        else:
-            seed_run(cfg.seed)
-            model, self.history = self.source.factory(), []
-            if self.ctx.rank > 0:  # own dropout stream per rank (DDP syncs the weights)
-                torch.manual_seed(cfg.seed + 1_000_003 * self.ctx.rank)
-        self.model = model.to(self.device).train()
-        self.example_inputs = self.data.train.x[: cfg.probe_size].to(self.device)
-        with torch.random.fork_rng(devices=[]):
-            blocks = prepare(self.model, self.example_inputs).blocks
-        self.blocks = tuple(b.name for b in blocks)
-        if saved is None:
-            self.initial_spec = self.source.initial_spec(self.model, blocks)
-        self.spec = self.source.spec(self.initial_spec, self.history)
-        self.optimizer = make_optimizer(self.model, self.blocks, cfg.optim)
-        self.scheduler = make_lr_schedule(self.optimizer, cfg.steps, cfg.optim)
-        self.step = 0
-        # one id for every rank: ranks > 0 tag their RNG files with rank 0's checkpoint ids
-        self.flags = RunFlags(run_id=f"{self.ctx.broadcast_int(uuid.uuid4().int >> 72):014x}")
-        self.guard = PragmaticGuard(cfg.pragmatic, self.run_dir, self.ctx.is_main,
-                                    self.source.load)
-        records = []
-        if saved is not None:
-            restore_state(saved, self.model, self.optimizer, self.scheduler, self.stream,
-                          self.guard, self.ctx, self.run_dir, stem, cfg.threads)
-            self.step, self.flags, records = saved.step, saved.flags, saved.metrics
-        main_dir = self.run_dir if self.ctx.is_main else None
-        self.metrics = MetricsLog(main_dir.root / "metrics.jsonl" if main_dir else None, records)
-        self.event_steps = set(cfg.schedule.event_steps(cfg.steps))
-        self._wrap()
-
-    @property
-    def dims(self) -> tuple[int, ...]:
-        return self.source.dims(self.spec)
-
-    def _wrap(self) -> None:
-        fwd = wrap_ddp(self.model, self.ctx)
-        if should_compile(self.config.compile, self.device):
-            fwd = compile_model(fwd, self.config.compile_backend)
-        self.forward_model = fwd
+        self.session: RunSession | None = None
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -155,30 +96,34 @@ class Trainer:
         cfg = self.config
         torch.set_num_threads(cfg.threads)
         scans_before = set_scan_threads(cfg.scan_threads or available_cores())
-        self._setup()
         try:
+            self._setup()
             return self._loop()
         finally:
             set_scan_threads(scans_before)
-            shutdown(self.ctx)
+            if self.session is not None:
+                self.session.close()
+            if hasattr(self, "ctx"):
+                shutdown(self.ctx)
 
     def _loop(self) -> TrainResult:
         cfg, train = self.config, self.data.train
         dims_initial = self.source.dims(self.initial_spec)
         bar = progress_bar(cfg, self.step, self.ctx.is_main)
-        start, window_start, window = time.perf_counter(), time.perf_counter(), []
+        start = window_start = time.perf_counter()
+        timed = 0  # steps of the window this process ran (the rest came from a checkpoint)
         while self.step < cfg.steps:
             idx = self.stream.next_indices()
-            window.append(self._train_step(train.x[idx].to(self.device),
-                                           train.y[idx].to(self.device)))
-            self.step += 1
+            self.window.append(self._train_step(train.x[idx].to(self.device),
+                                                train.y[idx].to(self.device)))
+            self.step, timed = self.step + 1, timed + 1
             step = self.step
             for callback in self.callbacks:
                 callback(self, step)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                rate = len(window) / max(time.perf_counter() - window_start, 1e-9)
-                self._log(step, window, rate, bar)
-                window_start, window = time.perf_counter(), []
+                rate = timed / max(time.perf_counter() - window_start, 1e-9)
+                self._log(step, self.window, rate, bar)
+                window_start, timed, self.window = time.perf_counter(), 0, []
             bar.update(1)
             val = self._evaluate(step) if step % cfg.eval_every == 0 or step == cfg.steps else None
             event = step in self.event_steps and self.flags.reducing
@@ -283,7 +228,7 @@ class Trainer:
         else:
             state = capture_state(step, ident, self.model, self.optimizer, self.scheduler,
                                   self.stream, self.metrics.records, self.flags, self.guard,
-                                  self.config.threads)
+                                  self.config.threads, self.window)
             extra = {"checkpoint_id": ident, "step": str(step), "config": config_json(self.config),
                      "world_size": str(self.ctx.world_size), "threads": str(self.config.threads)}
             self.run_dir.save_step(step, self.model, spec=self.spec, extra=extra, state=state,

@@ -88,8 +88,8 @@ def test_cli_trains_then_resumes(tmp_path):
     assert meta.extra["step"] == "4" and [e.step for e in meta.history] == [1]
     # resume to 8 steps; the config comes from the checkpoint (no preset given)
     second = subprocess.run([sys.executable, "-m", "ssmcompile.cli.main", "train", "--out",
-                             str(out), "--steps", "8", "--resume", "-q"], capture_output=True,
-                            text=True, env=env, timeout=300)
+                             str(out), "--steps", "8", "--resume", "--override", "steps",
+                             "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     meta2 = read_checkpoint_meta(out / "last.safetensors")
     assert meta2.extra["step"] == "8" and meta2.history == meta.history

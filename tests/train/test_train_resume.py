@@ -49,11 +49,12 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
     #    incomplete and the temp file is left behind; resume must rerun the event from step 5
     assert run_driver(tmp_path, chain_dir, False,
                       KILL_WRITE="step-00000006.safetensors:1") == -signal.SIGKILL
-    assert last_step(chain_dir) == 5 and list(chain_dir.glob(".step-00000006.safetensors.*.tmp"))
+    assert last_step(chain_dir) == 5
+    assert list(chain_dir.glob(".step-00000006.safetensors.*.ssmcompile-tmp"))
     # 2. die on the first step after the event at 12 (its checkpoint is complete)
     assert run_driver(tmp_path, chain_dir, True, KILL_STEP="13") == -signal.SIGKILL
     assert last_step(chain_dir) == 12
-    assert not list(chain_dir.glob(".*.tmp"))  # resume cleaned the stale temp file
+    assert not list(chain_dir.glob(".*.ssmcompile-tmp"))  # resume cleaned the stale temp file
     # 3. die at random steps between checkpoints (seeded; printed on failure)
     rng = random.Random(20260)
     kill = rng.choice([s for s in range(19, 25) if s % 5])
