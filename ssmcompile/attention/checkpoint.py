@@ -18,7 +18,7 @@ from ..errors import CheckpointError
 from ..io.builders import per_block_builder, register_builder
 from .lm import AttentionLMConfig, LinearAttentionLM
 
-__all__ = ["BUILDER_NAME", "ATTENTION_LM_BUILDER", "MAX_PARAMETERS",
+__all__ = ["BUILDER_NAME", "ATTENTION_LM_BUILDER", "MAX_PARAMETERS", "tensor_sizes",
            "register_attention_builder"]
 
 BUILDER_NAME = "attention-lm"
@@ -52,9 +52,25 @@ def build(config: AttentionLMConfig) -> LinearAttentionLM:
     return LinearAttentionLM(config)
 
 
+def tensor_sizes(config: AttentionLMConfig) -> dict[str, int]:
+    """Sizes that are each a dimension of a stored tensor (for ``ssmcompile.io``'s checks:
+    none may exceed the file's largest tensor)."""
+    a = config.attention
+    sizes = {"vocab_size": config.vocab_size, "d_model": a.d_model,
+             "mlp_expand * d_model": config.mlp_expand * a.d_model,
+             "heads * value_dim": a.heads * a.value_dim}
+    sizes.update({f"heads * d_k of layer {i}": a.heads * n
+                  for i, n in enumerate(config.state_dims)})
+    if a.conv_size:
+        sizes["conv_size"] = a.conv_size
+    return sizes
+
+
 ATTENTION_LM_BUILDER = per_block_builder(
     parse_spec, build, "layers.{}.attn",
     canonical=lambda cfg: cfg.canonical().to_dict(),  # per-layer d_k always spelled out
+    sizes=tensor_sizes,
+    meta_safe=True,
 )
 
 

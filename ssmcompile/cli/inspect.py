@@ -1,6 +1,9 @@
 """``ssmcompile inspect CKPT``: architecture, reduction history, versions and size of a file.
 
-The checkpoint is fully loaded (and so fully validated) to count its parameters.
+The checkpoint is fully loaded (and so fully validated) to count its parameters. Text output
+passes every string that comes from the file through ``safe_text`` (terminal escapes, lone
+surrogates and megabyte-long values must not reach the terminal as they are); ``--json`` keeps
+them whole, escaped by JSON itself (``ensure_ascii``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import safe_text
 from . import _common
+
+FIELD_LIMIT = 200  # characters of one string from the file in the text output
 
 NAME = "inspect"
 HELP = "show a checkpoint's architecture, reduction history and versions"
@@ -58,17 +64,22 @@ def _size(n: int) -> str:
     return f"{n:.1f} GiB"
 
 
+def _t(value: object) -> str:
+    return safe_text(value, FIELD_LIMIT)
+
+
 def render_text(d: dict[str, Any]) -> str:
     lines = [
-        f"checkpoint: {d['checkpoint']}  ({_size(d['file_bytes'])}, format {d['format_version']})",
-        f"builder: {d['builder']}   layer: {d['layer']}   d_model: {d['d_model']}   "
+        f"checkpoint: {_t(d['checkpoint'])}  ({_size(d['file_bytes'])}, format "
+        f"{d['format_version']})",
+        f"builder: {_t(d['builder'])}   layer: {_t(d['layer'])}   d_model: {_t(d['d_model'])}   "
         f"parameters: {d['parameters']:,}",
         "blocks:",
     ]
     for b in d["blocks"]:
         was = b["initial_state_dim"]
         note = f"  (initially {was})" if was is not None and was != b["state_dim"] else ""
-        lines.append(f"  {b['name']}: n = {b['state_dim']}{note}")
+        lines.append(f"  {_t(b['name'])}: n = {b['state_dim']}{note}")
     if d["history"]:
         # 2·Σ of the discarded σ: the certified H∞ bound for LTI blocks, only the surrogate's
         # tail for data-driven (measured) ones, so the column does not claim "bound".
@@ -77,13 +88,15 @@ def render_text(d: dict[str, Any]) -> str:
         for e in d["history"]:
             kept = e["hsv_kept"]
             span = f"{kept[0]:.3e} .. {kept[-1]:.3e}" if kept else "-"
-            lines.append(f"  {e['step']:>8}  {e['block']:<16} {e['n']:>4} -> {e['r']:<4}"
+            lines.append(f"  {e['step']:>8}  {_t(e['block']):<16} {e['n']:>4} -> {e['r']:<4}"
                          f"  {e['bound']:>10.3e}  {span}")
     else:
         lines.append("reduction history: none")
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(d["versions"].items())))
+    lines.append("versions: " + ", ".join(f"{_t(k)} {_t(v)}"
+                                          for k, v in sorted(d["versions"].items())))
     if d["extra"]:
-        lines.append("extra: " + ", ".join(f"{k}={v}" for k, v in sorted(d["extra"].items())))
+        lines.append("extra: " + ", ".join(f"{_t(k)}={_t(v)}"
+                                           for k, v in sorted(d["extra"].items())))
     return "\n".join(lines)
 
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, safe_text
 from ..layers import ModelSpec, build_model
+from .limits import check_block_count
 from .meta import ReductionEvent
 from .tensorfile import one_line
 
@@ -40,6 +41,14 @@ class ModelBuilder:
     - ``state_dims(spec) -> {block name: n}``: each SSM block's state dimension.
     - ``canonical(spec) -> spec``: validated spec with defaults filled in, so two specs
       describing the same architecture compare equal (identity by default).
+    - ``set_dims(spec, {block: n}) -> spec`` (optional): every block at once, so replaying a
+      long history costs one spec rebuild instead of one per event.
+    - ``sizes(spec) -> {name: int}`` (optional): the sizes the spec names that are each a
+      dimension of some stored tensor; a file whose tensors are all smaller is refused before
+      anything is built.
+    - ``meta_safe``: ``build`` works under ``torch.device("meta")`` (no data-dependent init),
+      so loading compares the file's header with the architecture before allocating it;
+      otherwise the model is built for real first (a builder of your own: your sizes).
 
     Each may raise any SSMCompileError (or ValueError/TypeError/KeyError) for a bad spec.
     """
@@ -48,6 +57,9 @@ class ModelBuilder:
     resize: Callable[[Spec, str, int], Spec]
     state_dims: Callable[[Spec], dict[str, int]]
     canonical: Callable[[Spec], Spec] = _identity
+    set_dims: Callable[[Spec, dict[str, int]], Spec] | None = None
+    sizes: Callable[[Spec], dict[str, int]] | None = None
+    meta_safe: bool = False
 
 
 _BUILDERS: dict[str, ModelBuilder] = {}
@@ -76,7 +88,8 @@ def get_builder(name: str) -> ModelBuilder:
     builder = _BUILDERS.get(name) if isinstance(name, str) else None
     if builder is None:
         known = ", ".join(registered_builders())
-        raise CheckpointError(f"unknown model builder {name!r} (allowed: {known})")
+        raise CheckpointError(f"unknown model builder {safe_text(repr(name), 80)} "
+                              f"(allowed: {known})")
     return builder
 
 
@@ -98,25 +111,35 @@ def replay(builder: ModelBuilder, initial_spec: Spec, history: Sequence[Reductio
     """``initial_spec`` with every event applied in order (canonical form).
 
     Raises CheckpointError if an event names an unknown block, its ``n`` is not that block's
-    state dimension at that point, or steps go backwards.
+    state dimension at that point, or steps go backwards. Linear in events + blocks when the
+    builder has ``set_dims`` (the events are checked against a dict of dims, the spec rebuilt
+    once); otherwise each event costs one ``resize``.
     """
     spec = call_builder("invalid initial_spec", builder.canonical, initial_spec)
+    dims = dict(call_builder("invalid spec during replay", builder.state_dims, spec))
+    check_block_count(dims, "initial_spec")
     last_step = 0
     for k, event in enumerate(history):
-        where = f"history event {k} (step {event.step}, {event.block})"
+        where = f"history event {k} (step {event.step}, {safe_text(event.block, 80)})"
         if event.step < last_step:
             raise CheckpointError(f"{where}: steps go backwards (previous {last_step})")
         last_step = event.step
-        dims = call_builder("invalid spec during replay", builder.state_dims, spec)
         if event.block not in dims:
-            raise CheckpointError(f"{where}: no such block (blocks: {', '.join(dims)})")
+            raise CheckpointError(f"{where}: no such block (blocks: "
+                                  f"{safe_text(', '.join(dims), 200)})")
         if dims[event.block] != event.n:
             raise CheckpointError(
                 f"{where}: resizes from n={event.n} but the block has n={dims[event.block]}"
             )
-        resized = call_builder(f"{where} does not apply", builder.resize, spec, event.block,
-                               event.r)
-        spec = call_builder(f"{where} gives an invalid spec", builder.canonical, resized)
+        dims[event.block] = event.r
+        if builder.set_dims is None:
+            resized = call_builder(f"{where} does not apply", builder.resize, spec, event.block,
+                                   event.r)
+            spec = call_builder(f"{where} gives an invalid spec", builder.canonical, resized)
+            dims = dict(call_builder("invalid spec during replay", builder.state_dims, spec))
+    if builder.set_dims is not None and history:
+        resized = call_builder("history does not apply", builder.set_dims, spec, dims)
+        spec = call_builder("history gives an invalid spec", builder.canonical, resized)
     return spec
 
 
@@ -124,11 +147,13 @@ def replay(builder: ModelBuilder, initial_spec: Spec, history: Sequence[Reductio
 
 
 def per_block_builder(parse: Callable[[Spec], Any], build: Callable[[Any], nn.Module],
-                      block_name: str, canonical: Callable[[Any], Spec] | None = None
-                      ) -> ModelBuilder:
+                      block_name: str, canonical: Callable[[Any], Spec] | None = None,
+                      sizes: Callable[[Any], dict[str, int]] | None = None,
+                      meta_safe: bool = False) -> ModelBuilder:
     """A builder for spec types with ``state_dims``, ``with_state_dims`` and ``to_dict``
     (``ModelSpec``, the selective ``LMConfig``); ``block_name`` is a pattern such as
-    ``"blocks.{}.ssm"`` naming block i. ``canonical`` defaults to ``to_dict``."""
+    ``"blocks.{}.ssm"`` naming block i. ``canonical`` defaults to ``to_dict``; ``sizes``
+    (of the parsed spec) and ``meta_safe`` as in ``ModelBuilder``."""
     pattern = re.compile(re.escape(block_name).replace(re.escape("{}"), r"(\d+)"))
 
     def state_dims(spec: Spec) -> dict[str, int]:
@@ -143,15 +168,33 @@ def per_block_builder(parse: Callable[[Spec], Any], build: Callable[[Any], nn.Mo
         dims[int(m.group(1))] = r
         return parsed.with_state_dims(tuple(dims)).to_dict()
 
+    def set_dims(spec: Spec, dims: dict[str, int]) -> Spec:
+        parsed = parse(spec)
+        names = [block_name.format(i) for i in range(len(parsed.state_dims))]
+        if set(dims) != set(names):
+            raise CheckpointError(f"block names do not match a {len(names)}-block model")
+        return parsed.with_state_dims(tuple(dims[name] for name in names)).to_dict()
+
     return ModelBuilder(
         build=lambda spec: build(parse(spec)),
         resize=resize,
         state_dims=state_dims,
         canonical=lambda spec: (canonical or (lambda p: p.to_dict()))(parse(spec)),
+        set_dims=set_dims,
+        sizes=None if sizes is None else lambda spec: sizes(parse(spec)),
+        meta_safe=meta_safe,
     )
 
 
-SSM_MODEL_BUILDER = per_block_builder(ModelSpec.from_dict, build_model, "blocks.{}.ssm")
+def _model_spec_sizes(spec: ModelSpec) -> dict[str, int]:
+    named = {"d_model": spec.d_model, "d_output": spec.d_output, "d_input": spec.d_input,
+             "vocab_size": spec.vocab_size}
+    named.update({f"state_dims[{i}]": n for i, n in enumerate(spec.state_dims)})
+    return {k: v for k, v in named.items() if v is not None}
+
+
+SSM_MODEL_BUILDER = per_block_builder(ModelSpec.from_dict, build_model, "blocks.{}.ssm",
+                                      sizes=_model_spec_sizes, meta_safe=True)
 register_builder("ssm-model", SSM_MODEL_BUILDER)
 
 
@@ -181,7 +224,9 @@ def _resize_blocks(spec: Spec, block: str, r: int) -> Spec:
 def block_dims_spec(build: Callable[[Spec], nn.Module] | None) -> ModelBuilder:
     """A builder over ``{"blocks": {name: n}}`` specs that builds with ``build`` (or cannot)."""
     return ModelBuilder(build=build, resize=_resize_blocks, state_dims=spec_blocks,
-                        canonical=lambda spec: {"blocks": spec_blocks(spec)})
+                        canonical=lambda spec: {"blocks": spec_blocks(spec)},
+                        set_dims=lambda spec, dims: {"blocks": {**spec_blocks(spec), **dims}},
+                        sizes=spec_blocks)
 
 
 register_builder(USER_MODEL, block_dims_spec(None))

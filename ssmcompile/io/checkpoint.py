@@ -3,6 +3,10 @@
 Loading never trusts the file: the builder is looked up by name, the architecture is rebuilt
 from ``initial_spec`` by replaying the reduction history and must equal ``spec``, the weights
 must match it key for key and shape for shape, be finite, and every SSM layer must be stable.
+Before any tensor data is read or any model allocated, the header alone is checked against
+``limits`` (sizes no larger than the file's tensors, one floating dtype: float32 or float64)
+and against the spec's architecture built on the meta device (``preflight``), so a small file
+cannot make loading cost more than the file's own size.
 With ``model=`` (an instance or a factory of the user's own architecture) the history is
 replayed onto a fresh copy of it through the blocks' adapters instead of a builder
 (``io.model_replay``).
@@ -21,12 +25,21 @@ import torch
 from torch import Tensor, nn
 
 from ..adapters import adapter_for
-from ..errors import CheckpointError, SSMCompileError
+from ..errors import CheckpointError, SSMCompileError, safe_text
 from ..numerics.stability import check_stable
 from .builders import call_builder, get_builder, replay
-from .meta import FORMAT_VERSION, CheckpointMeta, ReductionEvent, decode_meta, encode_meta
+from .limits import FileBudget, TensorEntry, check_block_count, check_dtypes
+from .meta import (
+    FORMAT_VERSION,
+    CheckpointMeta,
+    ReductionEvent,
+    check_meta_sizes,
+    decode_meta,
+    encode_meta,
+)
 from .model_replay import ModelSource, block_dims, replay_onto
-from .tensorfile import load_tensors, one_line, read_metadata, save_tensors_atomic
+from .preflight import check_entries, check_weights, entries_of, meta_state
+from .tensorfile import load_tensors, one_line, read_header, save_tensors_atomic
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP / DataParallel
 
@@ -67,37 +80,27 @@ def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def validate_meta(meta: CheckpointMeta) -> CheckpointMeta:
-    """``meta`` with canonical specs, after checking the builder and that history replays."""
+def validate_meta(meta: CheckpointMeta, budget: FileBudget | None = None) -> CheckpointMeta:
+    """``meta`` with canonical specs, after checking the builder, the size caps, that the
+    spec's sizes and blocks fit the file's tensors (``budget``) and that history replays."""
+    check_meta_sizes(meta)
     builder = get_builder(meta.builder)
     spec = call_builder("invalid spec", builder.canonical, meta.spec)
+    dims = call_builder("invalid spec", builder.state_dims, spec)
+    check_block_count(dims, "spec")
+    if budget is not None:
+        if builder.sizes is not None:
+            budget.check_sizes(call_builder("invalid spec", builder.sizes, spec), "spec")
+        budget.check_blocks(dims, "spec")
     replayed = replay(builder, meta.initial_spec, meta.history)
     if replayed != spec:
         diff = sorted(k for k in set(spec) | set(replayed) if spec.get(k) != replayed.get(k))
-        detail = "; ".join(f"{k}: replay gives {replayed.get(k)!r}, spec has {spec.get(k)!r}"
-                           for k in diff)
-        raise CheckpointError(f"history does not replay to spec ({detail})")
+        detail = "; ".join(f"{k}: replay gives {safe_text(replayed.get(k), 80)}, spec has "
+                           f"{safe_text(spec.get(k), 80)}" for k in diff)
+        raise CheckpointError(f"history does not replay to spec ({safe_text(detail, 300)})")
     initial = call_builder("invalid initial_spec", builder.canonical, meta.initial_spec)
     return CheckpointMeta(meta.format_version, meta.builder, spec, initial, tuple(meta.history),
                           dict(meta.versions), dict(meta.extra))
-
-
-def check_weights(tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
-    """Same keys, shapes and kinds of dtype as ``expected`` (the rebuilt model), and finite."""
-    for key in expected:
-        if key not in tensors:
-            raise CheckpointError(f"missing tensor {key!r}")
-    for key, t in tensors.items():
-        if key not in expected:
-            raise CheckpointError(f"unexpected tensor {key!r}")
-        want = expected[key]
-        if tuple(t.shape) != tuple(want.shape):
-            raise CheckpointError(f"tensor {key!r} has shape {tuple(t.shape)}, the architecture "
-                                  f"needs {tuple(want.shape)}")
-        if t.is_floating_point() != want.is_floating_point() or t.is_complex() != want.is_complex():
-            raise CheckpointError(f"tensor {key!r} has dtype {t.dtype}, expected {want.dtype}")
-        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"tensor {key!r} contains NaN or Inf")
 
 
 def _check_dims(model: nn.Module, dims: dict[str, int]) -> None:
@@ -164,18 +167,23 @@ def save_checkpoint(
         isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
     )):
         raise CheckpointError("extra must map str to str")
-    meta = validate_meta(CheckpointMeta(
+    raw = unwrap_module(model)
+    tensors = model_tensors(raw)
+    entries = entries_of(tensors)
+    meta = CheckpointMeta(
         format_version=FORMAT_VERSION, builder=builder, spec=spec,
         initial_spec=spec if initial_spec is None else initial_spec, history=events,
         versions=library_versions(), extra=dict(extra or {}),
-    ))
-    raw = unwrap_module(model)
-    tensors = model_tensors(raw)
+    )
+    get_builder(meta.builder)  # an unknown builder is the first thing to say
+    check_dtypes(entries)
+    meta = validate_meta(meta, FileBudget.from_entries(entries))
     builder = get_builder(meta.builder)
     if builder.build is None:  # nothing to rebuild from: the live blocks must match the spec
         _check_dims(raw, call_builder("invalid spec", builder.state_dims, meta.spec))
     else:
-        check_weights(tensors, _build(meta).state_dict())
+        expected = meta_state(builder, meta.spec)
+        check_weights(tensors, _build(meta).state_dict() if expected is None else expected)
     check_model_stable(raw)
     return save_tensors_atomic(path, tensors, encode_meta(meta))
 
@@ -187,15 +195,23 @@ def _as_dict(spec: Any) -> Any:
 
 
 def _in_file(path: str | os.PathLike[str], err: CheckpointError) -> CheckpointError:
-    text = str(err)
-    return err if text.startswith(str(path)) else CheckpointError(f"{path}: {text}")
+    text, where = str(err), safe_text(path, 200)
+    return err if text.startswith(where) else CheckpointError(f"{where}: {text}")
+
+
+def _checked_header(entries: dict[str, TensorEntry], metadata: dict[str, str]
+                    ) -> CheckpointMeta:
+    """Validated metadata, from the header alone (no tensor data)."""
+    check_dtypes(entries)
+    return validate_meta(decode_meta(metadata), FileBudget.from_entries(entries))
 
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """The checkpoint's validated metadata (builder known, history replays); no weights read."""
-    metadata = read_metadata(path)
+    """The checkpoint's validated metadata (builder known, sizes fit the file's tensors,
+    history replays); no weights read."""
+    entries, metadata = read_header(path)
     try:
-        return validate_meta(decode_meta(metadata))
+        return _checked_header(entries, metadata)
     except CheckpointError as err:
         raise _in_file(path, err) from None
 
@@ -211,10 +227,16 @@ def load_checkpoint(path: str | os.PathLike[str], *, model: ModelSource | None =
     CheckpointError (message prefixed with the path) for any file, metadata, architecture
     (a history that does not fit ``model`` names the block), weight or stability problem.
     """
-    tensors, metadata = load_tensors(path)
+    entries, metadata = read_header(path)
     try:
-        meta = validate_meta(decode_meta(metadata))
+        meta = _checked_header(entries, metadata)
+        builder = get_builder(meta.builder)
+        expected = meta_state(builder, meta.spec) if model is None else None
+        if expected is not None:
+            check_entries(entries, expected)
         model = _build(meta, model)
+        check_entries(entries, model.state_dict())  # the user's model: before reading data
+        tensors, _ = load_tensors(path)
         check_weights(tensors, model.state_dict())
         tied = _tied_parameters(model)
         model.load_state_dict(tensors, strict=True, assign=True)

@@ -13,7 +13,8 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, safe_text
+from .limits import MAX_HISTORY, MAX_NAME, MAX_TEXT, check_json, check_name
 
 FORMAT_VERSION = 1
 META_KEYS = ("format_version", "builder", "spec", "initial_spec", "history", "versions", "extra")
@@ -62,12 +63,14 @@ class ReductionEvent:
         """Inverse of ``to_dict``; CheckpointError on missing/unknown keys or wrong types."""
         if not isinstance(d, dict) or set(d) != set(EVENT_KEYS):
             keys = sorted(d) if isinstance(d, dict) else type(d).__name__
-            raise CheckpointError(f"reduction event needs keys {list(EVENT_KEYS)}, got {keys}")
+            raise CheckpointError(f"reduction event needs keys {list(EVENT_KEYS)}, got "
+                                  f"{safe_text(keys, 200)}")
         hsv = d["hsv_kept"]
         if not isinstance(hsv, list) or not all(_is_real(s) for s in hsv):
             raise CheckpointError("reduction event hsv_kept must be a list of finite numbers")
         if not _is_real(d["bound"]):
-            raise CheckpointError(f"reduction event bound must be a finite number: {d['bound']!r}")
+            raise CheckpointError("reduction event bound must be a finite number: "
+                                  f"{safe_text(repr(d['bound']), 60)}")
         return cls(step=d["step"], block=d["block"], n=d["n"], r=d["r"], hsv_kept=tuple(hsv),
                    bound=d["bound"])
 
@@ -81,13 +84,15 @@ def _is_real(v: object) -> bool:
 
 
 def _check_event(e: ReductionEvent) -> None:
-    where = f"reduction event at step {e.step!r} for {e.block!r}"
+    where = f"reduction event at step {safe_text(e.step, 40)} for {safe_text(e.block, 80)!r}"
     if not (_is_int(e.step) and e.step >= 0):
         raise CheckpointError(f"{where}: step must be an int >= 0")
     if not (isinstance(e.block, str) and e.block):
         raise CheckpointError(f"{where}: block must be a non-empty string")
+    check_name(e.block, f"{where}: block")
     if not (_is_int(e.n) and _is_int(e.r) and 0 < e.r < e.n):
-        raise CheckpointError(f"{where}: need ints 0 < r < n, got n={e.n!r}, r={e.r!r}")
+        raise CheckpointError(f"{where}: need ints 0 < r < n, got n={safe_text(e.n, 40)}, "
+                              f"r={safe_text(e.r, 40)}")
     if not all(math.isfinite(s) and s >= 0 for s in e.hsv_kept):
         raise CheckpointError(f"{where}: hsv_kept must be finite and >= 0")
     if not (math.isfinite(e.bound) and e.bound >= 0):
@@ -145,19 +150,35 @@ def _loads(metadata: dict[str, str], key: str) -> Any:
         raise CheckpointError(f"metadata {key!r} is not valid JSON") from None
 
 
-def _str_dict(value: object, key: str) -> dict[str, str]:
+def _str_dict(value: object, key: str, value_limit: int = MAX_NAME) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise CheckpointError(f"metadata {key!r} must be an object of strings")
+    for k, v in value.items():
+        check_name(k, f"metadata {key!r} key")
+        check_name(v, f"metadata {key}[{safe_text(k, 60)!r}]", value_limit)
     return value
+
+
+def check_meta_sizes(meta: CheckpointMeta) -> None:
+    """The absolute caps of ``limits`` on everything but the builder's own spec checks; also
+    run on save, so nothing written is refused on load."""
+    check_name(meta.builder, "metadata 'builder'")
+    check_json(meta.spec, "metadata 'spec'")
+    check_json(meta.initial_spec, "metadata 'initial_spec'")
+    if len(meta.history) > MAX_HISTORY:
+        raise CheckpointError(f"history has {len(meta.history)} events (at most {MAX_HISTORY})")
+    _str_dict(meta.versions, "versions")
+    _str_dict(meta.extra, "extra", MAX_TEXT)
 
 
 def decode_meta(metadata: dict[str, str]) -> CheckpointMeta:
     """Parse and type-check the metadata (format version first, so newer files say so)."""
     version = _loads(metadata, "format_version")
     if not _is_int(version) or version < 1:
-        raise CheckpointError(f"format_version must be an int >= 1, got {version!r}")
+        raise CheckpointError("format_version must be an int >= 1, got "
+                              f"{safe_text(repr(version), 60)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"format_version {version} is newer than this ssmcompile supports ({FORMAT_VERSION});"
@@ -165,17 +186,21 @@ def decode_meta(metadata: dict[str, str]) -> CheckpointMeta:
         )
     unknown = sorted(set(metadata) - set(META_KEYS))
     if unknown:
-        raise CheckpointError(f"unexpected metadata keys: {', '.join(unknown)}")
+        raise CheckpointError(f"unexpected metadata keys: {safe_text(', '.join(unknown), 200)}")
     builder = _loads(metadata, "builder")
     if not isinstance(builder, str) or not builder:
         raise CheckpointError("metadata 'builder' must be a non-empty string")
+    check_name(builder, "metadata 'builder'")
     spec, initial = _loads(metadata, "spec"), _loads(metadata, "initial_spec")
     for key, value in (("spec", spec), ("initial_spec", initial)):
         if not isinstance(value, dict):
             raise CheckpointError(f"metadata {key!r} must be a JSON object")
+        check_json(value, f"metadata {key!r}")
     history = _loads(metadata, "history")
     if not isinstance(history, list):
         raise CheckpointError("metadata 'history' must be a JSON list")
+    if len(history) > MAX_HISTORY:
+        raise CheckpointError(f"history has {len(history)} events (at most {MAX_HISTORY})")
     return CheckpointMeta(
         format_version=version,
         builder=builder,
@@ -183,5 +208,5 @@ def decode_meta(metadata: dict[str, str]) -> CheckpointMeta:
         initial_spec=initial,
         history=tuple(ReductionEvent.from_dict(e) for e in history),
         versions=_str_dict(_loads(metadata, "versions"), "versions"),
-        extra=_str_dict(_loads(metadata, "extra"), "extra"),
+        extra=_str_dict(_loads(metadata, "extra"), "extra", MAX_TEXT),
     )

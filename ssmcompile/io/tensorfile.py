@@ -17,8 +17,9 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, safe_text
 from .atomic import check_output_path, write_bytes_atomic
+from .limits import MAX_DIM, MAX_RANK, TensorEntry
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 DTYPE_BYTES = {
@@ -33,7 +34,7 @@ def one_line(text: object) -> str:
 
 
 def _fail(path: Path, problem: str) -> CheckpointError:
-    return CheckpointError(f"{path}: {one_line(problem)}")
+    return CheckpointError(f"{safe_text(path, 200)}: {safe_text(problem)}")
 
 
 def save_tensors_atomic(
@@ -78,8 +79,12 @@ def _open_checked(path: str | os.PathLike[str]) -> tuple[Path, int]:
     return p, size
 
 
-def _parse_header(p: Path, raw: bytes, data_len: int) -> dict[str, str]:
-    """Check the header JSON against a data buffer of ``data_len`` bytes; returns metadata."""
+Header = tuple[dict[str, TensorEntry], dict[str, str]]
+
+
+def _parse_header(p: Path, raw: bytes, data_len: int) -> Header:
+    """Check the header JSON against a data buffer of ``data_len`` bytes; returns the tensor
+    entries and the metadata."""
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -92,28 +97,32 @@ def _parse_header(p: Path, raw: bytes, data_len: int) -> dict[str, str]:
     ):
         raise _fail(p, "corrupt safetensors metadata (must map str to str)")
     spans = []
+    entries: dict[str, TensorEntry] = {}
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _fail(p, f"corrupt entry for tensor {name!r}")
+            raise _fail(p, f"corrupt entry for tensor {safe_text(name, 80)!r}")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        ok_shape = isinstance(shape, list) and all(_nonneg_int(s) for s in shape)
+        ok_shape = (isinstance(shape, list) and len(shape) <= MAX_RANK
+                    and all(_nonneg_int(s) and s <= MAX_DIM for s in shape))
         ok_offsets = (isinstance(offsets, list) and len(offsets) == 2
                       and all(_nonneg_int(o) for o in offsets) and offsets[0] <= offsets[1])
-        if dtype not in DTYPE_BYTES or not ok_shape or not ok_offsets:
-            raise _fail(p, f"corrupt entry for tensor {name!r}")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES or not ok_shape or not ok_offsets:
+            raise _fail(p, f"corrupt entry for tensor {safe_text(name, 80)!r}")
         if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
-            raise _fail(p, f"tensor {name!r}: byte range does not match its shape and dtype")
+            raise _fail(p, f"tensor {safe_text(name, 80)!r}: byte range does not match its "
+                        "shape and dtype")
         spans.append((offsets[0], offsets[1], name))
+        entries[name] = TensorEntry(dtype, tuple(shape))
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
-            raise _fail(p, f"tensor {name!r}: data overlaps or leaves a gap")
+            raise _fail(p, f"tensor {safe_text(name, 80)!r}: data overlaps or leaves a gap")
         end = stop
     if end > data_len:
         raise _fail(p, f"truncated file: tensor data needs {end} bytes, only {data_len} present")
     if end < data_len:
         raise _fail(p, f"corrupt file: {data_len - end} bytes after the last tensor")
-    return metadata
+    return entries, metadata
 
 
 def _nonneg_int(v: object) -> bool:
@@ -127,13 +136,19 @@ def _header_length(p: Path, first8: bytes, size: int) -> int:
     return n
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The file's str→str metadata after checking the whole header; tensors are not read."""
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """``(tensor entries, str→str metadata)`` after checking the whole header; no tensor data
+    is read, so this costs the header's size whatever the file claims."""
     p, size = _open_checked(path)
     with open(p, "rb") as f:
         n = _header_length(p, f.read(8), size)
         raw = f.read(n)
     return _parse_header(p, raw, size - 8 - n)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The file's str→str metadata after checking the whole header; tensors are not read."""
+    return read_header(path)[1]
 
 
 def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -142,7 +157,7 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
     p, size = _open_checked(path)
     data = p.read_bytes()
     n = _header_length(p, data[:8], len(data))
-    metadata = _parse_header(p, data[8 : 8 + n], len(data) - 8 - n)
+    _, metadata = _parse_header(p, data[8 : 8 + n], len(data) - 8 - n)
     try:
         tensors = safetensors.torch.load(data)
     except Exception as err:  # anything the pre-checks missed is still a bad file

@@ -11,10 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SSMCompileError
+from ..errors import SSMCompileError, safe_text
 
 SPEC_VERSION = 1
 LAYER_KINDS = ("lru", "s5", "s4d", "dense")
+# torch sizes are int64 and allocation sizes multiply them: larger values fail inside C++
+# with a backtrace instead of a message
+MAX_SIZE = 1 << 31
 TASKS = ("classify", "lm")
 NORMS = ("batch", "layer")
 
@@ -85,14 +88,15 @@ class ModelSpec:
         d = dict(d)
         version = d.pop("spec_version", SPEC_VERSION)
         if version != SPEC_VERSION:
-            raise SpecError(f"unsupported spec_version {version!r} (expected {SPEC_VERSION})")
+            raise SpecError(f"unsupported spec_version {safe_text(repr(version), 60)} (expected "
+                            f"{SPEC_VERSION})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise SpecError(f"unknown ModelSpec keys: {', '.join(unknown)}")
+            raise SpecError(f"unknown ModelSpec keys: {safe_text(', '.join(unknown), 200)}")
         sd = d.get("state_dims")
         if not isinstance(sd, (list, tuple)):
-            raise SpecError(f"state_dims must be a list of ints, got {sd!r}")
+            raise SpecError(f"state_dims must be a list of ints, got {safe_text(repr(sd), 100)}")
         d["state_dims"] = tuple(sd)
         try:
             return cls(**d)
@@ -113,17 +117,22 @@ def _validate(s: ModelSpec) -> None:
         if not ok:
             raise SpecError(msg)
 
-    need(s.layer in LAYER_KINDS, f"layer must be one of {LAYER_KINDS}, got {s.layer!r}")
-    need(s.task in TASKS, f"task must be one of {TASKS}, got {s.task!r}")
-    need(s.norm in NORMS, f"norm must be one of {NORMS}, got {s.norm!r}")
+    def shown(v: object) -> str:
+        return safe_text(repr(v), 60)
+
+    need(s.layer in LAYER_KINDS, f"layer must be one of {LAYER_KINDS}, got {shown(s.layer)}")
+    need(s.task in TASKS, f"task must be one of {TASKS}, got {shown(s.task)}")
+    need(s.norm in NORMS, f"norm must be one of {NORMS}, got {shown(s.norm)}")
     for name in ("d_model", "d_output"):
         v = getattr(s, name)
-        need(_is_int(v) and v > 0, f"{name} must be a positive int, got {v!r}")
+        need(_is_int(v) and 0 < v <= MAX_SIZE,
+             f"{name} must be a positive int <= {MAX_SIZE}, got {safe_text(repr(v), 60)}")
     need(
         isinstance(s.state_dims, tuple)
         and len(s.state_dims) > 0
-        and all(_is_int(n) and n > 0 for n in s.state_dims),
-        f"state_dims must be a non-empty tuple of positive ints, got {s.state_dims!r}",
+        and all(_is_int(n) and 0 < n <= MAX_SIZE for n in s.state_dims),
+        f"state_dims must be a non-empty tuple of positive ints <= {MAX_SIZE}, got "
+        f"{safe_text(repr(s.state_dims), 100)}",
     )
     need(
         (s.d_input is None) != (s.vocab_size is None),
@@ -131,7 +140,8 @@ def _validate(s: ModelSpec) -> None:
     )
     for name in ("d_input", "vocab_size"):
         v = getattr(s, name)
-        need(v is None or (_is_int(v) and v > 0), f"{name} must be a positive int, got {v!r}")
+        need(v is None or (_is_int(v) and 0 < v <= MAX_SIZE),
+             f"{name} must be a positive int <= {MAX_SIZE}, got {safe_text(repr(v), 60)}")
     need(
         not (s.task == "lm" and s.norm == "batch"),
         "norm='batch' leaks future tokens in an lm; use norm='layer'",

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ShapeError
-from ..layers.spec import SpecError
+from ..errors import ShapeError, safe_text
+from ..layers.spec import MAX_SIZE, SpecError
 from .mamba import Mamba1Block, Mamba1Config, Mamba2Block, Mamba2Config
 
 __all__ = ["CORPUS_MODULES", "Corpus", "stdlib_docstrings", "LMConfig", "SelectiveLM"]
@@ -163,11 +163,12 @@ class LMConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise SpecError(f"unknown LMConfig keys: {', '.join(unknown)}")
+            raise SpecError(f"unknown LMConfig keys: {safe_text(', '.join(unknown), 200)}")
         d = dict(d)
         dims = d.get("layer_d_states", ())
         if not isinstance(dims, (list, tuple)):
-            raise SpecError(f"layer_d_states must be a list of ints, got {dims!r}")
+            raise SpecError("layer_d_states must be a list of ints, got "
+                            f"{safe_text(repr(dims), 100)}")
         d["layer_d_states"] = tuple(dims)
         try:
             return cls(**d)
@@ -182,15 +183,18 @@ def _validate(c: LMConfig) -> None:
     for name in ("vocab_size", "d_model", "n_layers", "d_state", "expand", "d_conv",
                  "head_dim", "n_groups"):
         v = getattr(c, name)
-        if not is_int(v) or v < 1:
-            raise SpecError(f"LMConfig.{name} must be an int >= 1, got {v!r}")
+        if not is_int(v) or not 1 <= v <= MAX_SIZE:
+            raise SpecError(f"LMConfig.{name} must be an int in 1..{MAX_SIZE}, got "
+                            f"{safe_text(repr(v), 60)}")
     if c.structure not in ("mamba1", "mamba2"):
-        raise SpecError(f"structure must be 'mamba1' or 'mamba2', got {c.structure!r}")
+        raise SpecError("structure must be 'mamba1' or 'mamba2', got "
+                        f"{safe_text(repr(c.structure), 60)}")
     if c.layer_d_states and len(c.layer_d_states) != c.n_layers:
         raise SpecError(f"layer_d_states has {len(c.layer_d_states)} entries for "
                         f"{c.n_layers} layers")
-    if not all(is_int(n) and n >= 1 for n in c.layer_d_states):
-        raise SpecError(f"layer_d_states must be ints >= 1, got {list(c.layer_d_states)}")
+    if not all(is_int(n) and 1 <= n <= MAX_SIZE for n in c.layer_d_states):
+        raise SpecError(f"layer_d_states must be ints in 1..{MAX_SIZE}, got "
+                        f"{safe_text(list(c.layer_d_states), 100)}")
     if c.structure == "mamba2":
         d_inner = c.expand * c.d_model
         if d_inner % c.head_dim or (d_inner // c.head_dim) % c.n_groups:
