@@ -13,7 +13,9 @@ def safe_text(text: object, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` on one line, safe to print: control and non-printable characters (terminal
     escapes, lone surrogates) are escaped, and anything past ``limit`` characters is cut and
     counted, because strings echoed from a file may be megabytes long or hostile."""
-    raw = " ".join(str(text).split())
+    full = str(text)
+    # only the head can be printed; walking a megabyte character by character would be slow
+    raw = " ".join(full[: 4 * limit + 64].split())
     out = []
     for ch in raw:
         code = ord(ch)
@@ -22,8 +24,10 @@ def safe_text(text: object, limit: int = MESSAGE_LIMIT) -> str:
         else:
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     line = "".join(out)
-    if len(line) > limit:
-        line = f"{line[:limit]}... [{len(line) - limit} more characters]"
+    if len(line) > limit or len(full) > 4 * limit + 64:
+        shown = line[:limit]
+        more = max(len(full) - len(shown), 1)
+        line = f"{shown}... [{more} more characters]"
     return line
 
 
