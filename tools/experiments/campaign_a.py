@@ -30,7 +30,6 @@ campaign's seeds (README) is the stability figure at the chosen length.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PAPER_EVENTS, REPO, ArmSpec, run_arm, set_threads  # noqa: E402
 from digits28 import write_digits_idx  # noqa: E402
-from runstore import RunRecord, RunStore, spec_hash  # noqa: E402
+from runstore import RunRecord, RunStore, campaign_parser, spec_hash  # noqa: E402
 from stability import settledness_at  # noqa: E402
 
 from ssmcompile.train import ReductionSchedule  # noqa: E402
@@ -225,10 +224,7 @@ class Campaign:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 (default 5)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny smoke-test recipe")
+    p = campaign_parser(__doc__)
     p.add_argument("--length", type=int, choices=(256, 784), default=256,
                    help="sequence length: 16×16 digits (256) or the sMNIST shape 28×28 (784)")
     p.add_argument("--siso-mimo", choices=tuple(SISO_MIMO),

@@ -16,7 +16,6 @@ reduced models take turns step by step after training, so load changes hit both 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import bench_mamba  # noqa: E402
 from common import REPO  # noqa: E402
-from runstore import spec_hash  # noqa: E402
+from runstore import campaign_parser, spec_hash  # noqa: E402
 
 from ssmcompile.io import write_bytes_atomic  # noqa: E402
 
@@ -65,10 +64,7 @@ def run_seed(recipe: list[str], seed: int, path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 (default 5)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny smoke-test recipe")
+    p = campaign_parser(__doc__)
     p.add_argument("--results", type=Path, default=REPO / "docs" / "results")
     args = p.parse_args(argv)
     recipe, experiment = (QUICK, "m-quick") if args.quick else (RECIPE, "m")

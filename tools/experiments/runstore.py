@@ -10,6 +10,7 @@ Files are written atomically (``ssmcompile.io.write_bytes_atomic``) the moment a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -119,3 +120,13 @@ def _read(path: Path) -> RunRecord | None:
 
 
 __all__ = ["KINDS", "RunRecord", "RunStore", "spec_hash"]
+
+
+def campaign_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every seed campaign shares: which seeds, and the smoke-test recipe."""
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0 … N−1 (default 5)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test recipe")
+    return p
+
